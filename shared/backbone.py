@@ -1,0 +1,259 @@
+"""``HybridBackbone``: stem + stages of conv / hybrid / transformer blocks, 2D or 3D.
+
+Returns multiscale features at reductions 2 (stem), 4, 8, 16 and 32 by default. The topology
+(see :data:`shared.config.TOPOLOGIES`) maps each stage's block kind onto blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .attention import SpatialSelfAttention
+from .blocks import GatedFusion, HybridBlock, ResidualConvBlock, TransformerBlock, attention_width
+from .config import BackboneConfig, StageConfig, preset_config
+from .layers import StrideLike, as_stride, conv_layer, norm_layer
+
+__all__ = ["HybridBackbone", "ParallelStage", "stage_block_kinds"]
+
+
+def stage_block_kinds(stage: StageConfig, topology: str) -> list[str]:
+    """The block kinds a stage runs in sequence under ``topology`` (parallel: per branch)."""
+    if stage.kind == "C" or topology == "serial":
+        return [stage.kind] * stage.depth
+    if topology == "interleaved":
+        # Deep fusion: alternate conv and attention units, ending on the attention unit.
+        return [stage.kind if (stage.depth - 1 - i) % 2 == 0 else "C" for i in range(stage.depth)]
+    return ["C"] * stage.depth  # parallel: the conv branch; ParallelStage adds the other
+
+
+class ParallelStage(nn.Module):
+    """A conv branch and a transformer branch on the same input, fused by a sigmoid gate."""
+
+    def __init__(self, conv_branch: nn.Sequential, attention_branch: nn.Sequential, fusion):
+        super().__init__()
+        self.conv_branch = conv_branch
+        self.attention_branch = attention_branch
+        self.fusion: GatedFusion = fusion
+
+    def conv_parameters(self):
+        """Conv-branch parameters (for the gradient-ratio monitor)."""
+        yield from self.conv_branch.parameters()
+
+    def attention_parameters(self):
+        """Transformer-branch parameters plus the channel alignment."""
+        yield from self.attention_branch.parameters()
+        yield from self.fusion.align.parameters()
+
+    @property
+    def last_gate(self) -> torch.Tensor | None:
+        """Gate ``w`` (weight of the conv branch) from the last forward pass."""
+        return self.fusion.last_gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused output of both branches."""
+        return self.fusion(self.conv_branch(x), self.attention_branch(x))
+
+
+class HybridBackbone(nn.Module):
+    """Hybrid CNN-Transformer feature extractor for 2D or 3D inputs.
+
+    Args:
+        spatial_dims: 2 or 3 (first, as in MONAI).
+        in_channels: input channels (any count: 1 for CT, 13 for Sentinel-2, ...).
+        config: a preset name (``hybrid_tiny``/``hybrid_small``/``hybrid_base``) or a
+            :class:`BackboneConfig`.
+        **overrides: fields of :class:`BackboneConfig` to change, e.g. ``topology="parallel"``.
+
+    ``forward`` returns a list of feature maps, one per entry of ``feature_info`` (stem first).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        config: str | BackboneConfig = "hybrid_small",
+        **overrides: object,
+    ) -> None:
+        super().__init__()
+        changes = dict(overrides, spatial_dims=spatial_dims, in_channels=in_channels)
+        if isinstance(config, str):
+            cfg = preset_config(config, **changes)
+        elif isinstance(config, BackboneConfig):
+            cfg = config.replace(**changes)
+        else:
+            raise ValueError(f"config must be a preset name or BackboneConfig, got {config!r}")
+        self.config = cfg
+        self.spatial_dims = cfg.spatial_dims
+        self.in_channels = cfg.in_channels
+        self.stem = self._make_stem(cfg.in_channels)
+
+        strides = [as_stride(cfg.stem_stride, cfg.spatial_dims)]
+        self.feature_info: list[dict] = [self._info(cfg.stem_channels, strides, "stem")]
+        total_blocks = sum(s.depth for s in cfg.stages)
+        drop_rates = torch.linspace(0, cfg.drop_path_rate, total_blocks).tolist()
+        strengths = cfg.residual_strengths()
+        stages: list[nn.Module] = []
+        width = cfg.stem_channels
+        for index, stage in enumerate(cfg.stages):
+            rates = drop_rates[: stage.depth]
+            drop_rates = drop_rates[stage.depth :]
+            stages.append(self._make_stage(stage, width, strengths[index], rates))
+            width = stage.channels
+            strides.append(as_stride(stage.stride, cfg.spatial_dims))
+            self.feature_info.append(self._info(width, strides, f"stages.{index}"))
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = [info["num_chs"] for info in self.feature_info]
+        self._init_weights()
+
+    def _info(self, channels: int, strides: list[tuple[int, ...]], module: str) -> dict:
+        per_axis = tuple(int(torch.tensor(axis).prod()) for axis in zip(*strides, strict=True))
+        return {
+            "num_chs": channels,
+            "reduction": per_axis[-1],
+            "reduction_per_axis": per_axis,
+            "module": module,
+        }
+
+    def _make_stem(self, in_channels: int) -> nn.Sequential:
+        cfg = self.config
+        mid = cfg.stem_channels // 2
+        return nn.Sequential(
+            conv_layer(cfg.spatial_dims, in_channels, mid, 3, cfg.stem_stride),
+            norm_layer(cfg.spatial_dims, mid),
+            nn.ReLU(inplace=True),
+            conv_layer(cfg.spatial_dims, mid, cfg.stem_channels, 3),
+            norm_layer(cfg.spatial_dims, cfg.stem_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def _make_block(
+        self,
+        kind: str,
+        in_channels: int,
+        out_channels: int,
+        stride: StrideLike,
+        num_heads: int,
+        strength: float,
+        drop_path: float,
+    ) -> nn.Module:
+        cfg = self.config
+        dims = cfg.spatial_dims
+        if kind == "C":
+            return ResidualConvBlock(dims, in_channels, out_channels, stride, drop_path)
+        common = dict(
+            num_heads=num_heads,
+            attn_drop=cfg.attn_drop,
+            proj_drop=cfg.proj_drop,
+            drop_path=drop_path,
+            attention_fp32=cfg.attention_fp32,
+        )
+        if kind == "H":
+            return HybridBlock(
+                dims,
+                in_channels,
+                out_channels,
+                stride,
+                attention_ratio=cfg.attention_ratio,
+                residual_strength=strength,
+                **common,
+            )
+        return TransformerBlock(
+            dims, in_channels, out_channels, stride, mlp_ratio=cfg.mlp_ratio, **common
+        )
+
+    def _make_branch(
+        self, kinds: Sequence[str], in_ch: int, out_ch: int, stage: StageConfig, strength, rates
+    ) -> nn.Sequential:
+        blocks = []
+        for i, kind in enumerate(kinds):
+            stride = stage.stride if i == 0 else 1
+            blocks.append(
+                self._make_block(kind, in_ch, out_ch, stride, stage.num_heads, strength, rates[i])
+            )
+            in_ch = out_ch
+        return nn.Sequential(*blocks)
+
+    def _make_stage(
+        self, stage: StageConfig, in_channels: int, strength: float, rates: list[float]
+    ) -> nn.Module:
+        kinds = stage_block_kinds(stage, self.config.topology)
+        conv_or_serial = self._make_branch(
+            kinds, in_channels, stage.channels, stage, strength, rates
+        )
+        if stage.kind == "C" or self.config.topology != "parallel":
+            return conv_or_serial
+        width = attention_width(stage.channels, self.config.attention_ratio, stage.num_heads)
+        attention_branch = self._make_branch(
+            ["T"] * stage.depth, in_channels, width, stage, strength, rates
+        )
+        fusion = GatedFusion(self.config.spatial_dims, stage.channels, width)
+        return ParallelStage(conv_or_serial, attention_branch, fusion)
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # Kaiming init above overwrote the gate's constant bias; the gate weight stays kaiming.
+        for module in self.modules():
+            if isinstance(module, GatedFusion):
+                nn.init.zeros_(module.gate.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` is not ``(B, in_channels, *spatial)`` for this model."""
+        if x.ndim != self.spatial_dims + 2:
+            layout = "(B, C, D, H, W)" if self.spatial_dims == 3 else "(B, C, H, W)"
+            raise ValueError(
+                f"expected a {self.spatial_dims + 2}-D input {layout} for "
+                f"spatial_dims={self.spatial_dims}, got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)})"
+            )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multiscale features, stem first, one per ``feature_info`` entry."""
+        self.check_input(x)
+        x = self.stem(x)
+        features = [x]
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Deepest feature map only (skips keeping the intermediate list)."""
+        self.check_input(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def gate_values(self) -> dict[str, torch.Tensor]:
+        """Gate tensors ``w`` (conv weight, in (0, 1)) of every gated module, by module name."""
+        return {
+            name: module.last_gate
+            for name, module in self.named_modules()
+            if isinstance(module, GatedFusion) and module.last_gate is not None
+        }
+
+    def attention_layers(self) -> dict[str, SpatialSelfAttention]:
+        """Every self-attention layer, by module name."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, SpatialSelfAttention)}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute attention in backward to save memory.
+
+        Only attention sub-layers are checkpointed: recomputing BatchNorm layers would update
+        their running statistics twice.
+        """
+        for layer in self.attention_layers().values():
+            layer.grad_checkpointing = enable

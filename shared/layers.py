@@ -1,0 +1,95 @@
+"""Dimension-indexed layer helpers shared by every hybrid block.
+
+Layers come from MONAI's factories (``Conv[Conv.CONV, dims]``, ``Norm[Norm.BATCH, dims]``) so one
+code path builds 2D and 3D networks. Only argument validation and stride handling live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers.factories import Conv, Norm, Pool
+from torch import nn
+
+StrideLike = int | Sequence[int]
+
+__all__ = [
+    "StrideLike",
+    "check_spatial_dims",
+    "conv_layer",
+    "norm_layer",
+    "global_avg_pool",
+    "as_stride",
+    "stride_is_one",
+    "flatten_tokens",
+    "unflatten_tokens",
+]
+
+
+def check_spatial_dims(spatial_dims: int) -> int:
+    """Return ``spatial_dims`` if it is 2 or 3, else raise a ``ValueError`` saying so."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    return spatial_dims
+
+
+def as_stride(stride: StrideLike, spatial_dims: int) -> tuple[int, ...]:
+    """Expand an int or per-axis sequence to one stride per spatial axis."""
+    if isinstance(stride, int):
+        values = (stride,) * spatial_dims
+    else:
+        values = tuple(int(s) for s in stride)
+    if len(values) != spatial_dims or any(s < 1 for s in values):
+        raise ValueError(
+            f"stride must be a positive int or {spatial_dims} positive ints, got {stride!r}"
+        )
+    return values
+
+
+def stride_is_one(stride: StrideLike) -> bool:
+    """True when a stride leaves every axis unchanged."""
+    return all(s == 1 for s in ((stride,) if isinstance(stride, int) else stride))
+
+
+def conv_layer(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    stride: StrideLike = 1,
+    groups: int = 1,
+    bias: bool = False,
+) -> nn.Module:
+    """A 'same'-padded convolution of the given dimensionality (per-axis stride allowed)."""
+    conv_type = Conv[Conv.CONV, spatial_dims]
+    return conv_type(
+        in_channels,
+        out_channels,
+        kernel_size=kernel_size,
+        stride=as_stride(stride, spatial_dims),
+        padding=kernel_size // 2,
+        groups=groups,
+        bias=bias,
+    )
+
+
+def norm_layer(spatial_dims: int, channels: int) -> nn.Module:
+    """Batch normalisation for ``spatial_dims`` (the design brief's conv-path norm)."""
+    return Norm[Norm.BATCH, spatial_dims](channels)
+
+
+def global_avg_pool(spatial_dims: int) -> nn.Module:
+    """Adaptive average pooling to a single position, for classification heads."""
+    return Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+
+
+def flatten_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, *spatial)`` -> ``(B, N, C)`` tokens, N the number of spatial positions."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def unflatten_tokens(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`flatten_tokens`."""
+    batch, _, channels = tokens.shape
+    return tokens.transpose(1, 2).reshape(batch, channels, *spatial_shape)
