@@ -111,7 +111,7 @@ class SpatialSelfAttention(nn.Module):
 
     def _attend(self, tokens: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(tokens)
-        if self.monitor:
+        if self.monitor and not torch.compiler.is_compiling():
             self._record_entropy(q, k)
         dropout_p = self.attn_drop if self.training else 0.0
         if self.attention_fp32 and torch.is_autocast_enabled(q.device.type):

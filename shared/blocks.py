@@ -117,7 +117,8 @@ class GatedFusion(nn.Module):
         """Gate-weighted sum of the conv features and the aligned attention features."""
         aligned = self.align(attention_features)
         gate = torch.sigmoid(self.gate(torch.cat([conv_features, aligned], dim=1)))
-        self.last_gate = gate.detach()
+        if not torch.compiler.is_compiling():  # export/compile must not see attribute writes
+            self.last_gate = gate.detach()
         return gate * conv_features + (1.0 - gate) * aligned
 
 

@@ -1,0 +1,379 @@
+"""CLI chassis: builds ``train``, ``evaluate``, ``predict``, ``bench`` and ``export`` for a task.
+
+A vertical describes itself once in a :class:`TaskSpec`; :func:`build_cli` returns its ``main``.
+Every config field is a flag (``--optim.lr 1e-4``), ``--config run.yaml`` loads a file (flags
+after it win), ``--resume runs/<name>`` continues a run. Bad arguments or unreadable inputs exit
+with code 2 and one line on stderr; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from .engine.config import (
+    OptimConfig,
+    RegularizationConfig,
+    RunFolderConfig,
+    TrainerConfig,
+    validate_common,
+)
+from .engine.io import (
+    InputError,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    load_state_dict_strict,
+)
+from .engine.module import HybridTask
+from .engine.trainer import fit, parse_devices
+
+__all__ = ["TaskSpec", "RunConfig", "build_cli", "PredictionFileWriter"]
+
+COMMANDS = ("train", "evaluate", "predict", "bench", "export")
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration of one run: task sections plus the shared engine sections."""
+
+    data: Any
+    model: Any
+    optim: OptimConfig
+    trainer: TrainerConfig
+    regularization: RegularizationConfig
+    run: RunFolderConfig
+
+    @property
+    def run_dir(self) -> Path:
+        """``<runs_dir>/<name>``."""
+        return Path(self.run.runs_dir) / self.run.name
+
+
+@dataclass
+class TaskSpec:
+    """What a vertical supplies to get its CLI.
+
+    ``build(cfg)`` returns the LightningModule and data module; ``validate(cfg)`` raises
+    :class:`InputError` for bad task values (e.g. a missing data folder). For prediction,
+    ``predict_dataset(paths, cfg)`` yields dicts with ``image`` and ``path``, and
+    ``write_prediction(output, source_path, out_path)`` writes one result to ``out_path``
+    (a temporary name the chassis renames). ``bench(argv)`` runs the task benchmark.
+    """
+
+    prog: str
+    description: str
+    data_config: type
+    model_config: type
+    build: Callable[[RunConfig], tuple[HybridTask, pl.LightningDataModule]]
+    headline: str
+    mode: str = "max"
+    validate: Callable[[RunConfig], None] | None = None
+    predict_dataset: Callable[[list[Path], RunConfig], Dataset] | None = None
+    write_prediction: Callable[[torch.Tensor, Path, Path], None] | None = None
+    prediction_suffix: str = ".pt"
+    example_input: Callable[[RunConfig], torch.Tensor] | None = None
+    bench: Callable[[list[str]], int] | None = None
+
+
+class _Parser(ArgumentParser):
+    """jsonargparse parser whose errors are one line and exit code 2."""
+
+    def error(self, message: str, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        raise InputError(" ".join(str(message).split()))
+
+
+def _config_parser(spec: TaskSpec, command: str, description: str) -> _Parser:
+    parser = _Parser(prog=f"{spec.prog} {command}", description=description, exit_on_error=False)
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config file (flags after it win)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_class_arguments(spec.data_config, "data", help="dataset")
+    parser.add_class_arguments(spec.model_config, "model", help="network")
+    parser.add_class_arguments(OptimConfig, "optim", help="optimiser and schedule")
+    parser.add_class_arguments(TrainerConfig, "trainer", help="length, precision, devices")
+    parser.add_class_arguments(RegularizationConfig, "regularization", help="regularisers")
+    parser.add_class_arguments(RunFolderConfig, "run", help="run folder runs_dir/name")
+    return parser
+
+
+def _to_run_config(spec: TaskSpec, parser: _Parser, ns: Namespace) -> RunConfig:
+    init = (
+        parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
+    )
+    cfg = RunConfig(
+        data=init.data,
+        model=init.model,
+        optim=init.optim,
+        trainer=init.trainer,
+        regularization=init.regularization,
+        run=init.run,
+    )
+    validate_common(cfg.optim, cfg.trainer, cfg.regularization)
+    parse_devices(cfg.trainer.devices)
+    if spec.validate is not None:
+        spec.validate(cfg)
+    return cfg
+
+
+def _dump_config(parser: _Parser, ns: Namespace) -> str:
+    clean = ns.clone()
+    for key in ("config", "debug", "resume", "__path__"):
+        if key in clean:
+            del clean[key]
+    return parser.dump(clean, skip_check=True)
+
+
+def _print_summary(console: Console, title: str, values: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    parser = _config_parser(spec, "train", f"Train a {spec.prog} model into runs/<name>/.")
+    parser.add_argument("--resume", type=str, default=None, help="run folder to continue")
+    argv = list(argv)
+    resume_dir: Path | None = None
+    if "--resume" in argv:
+        index = argv.index("--resume")
+        if index + 1 >= len(argv):
+            raise InputError("--resume needs a run folder, e.g. --resume runs/my-run")
+        resume_dir = Path(argv[index + 1])
+        if not (resume_dir / "config.yaml").is_file():
+            raise InputError(f"{resume_dir}: not a run folder (no config.yaml)")
+        # The saved config is the base; flags given now override it.
+        argv = ["--config", str(resume_dir / "config.yaml"), *argv]
+    ns = parser.parse_args(argv)
+    cfg = _to_run_config(spec, parser, ns)
+    run_dir = resume_dir or cfg.run_dir
+    if resume_dir is not None:
+        cfg.run.runs_dir, cfg.run.name = str(resume_dir.parent), resume_dir.name
+    elif rank_zero_only.rank == 0 and (run_dir / "checkpoints").exists() and not cfg.run.overwrite:
+        raise InputError(
+            f"{run_dir}: run folder already exists; continue it with --resume {run_dir}, "
+            "pick another --run.name, or pass --run.overwrite true"
+        )
+    if rank_zero_only.rank == 0:
+        atomic_write_text(run_dir / "config.yaml", _dump_config(parser, ns))
+    module, datamodule = spec.build(cfg)
+    trainer = fit(
+        module,
+        datamodule,
+        cfg.trainer,
+        run_dir,
+        spec.headline,
+        spec.mode,
+        grad_clip=cfg.optim.grad_clip,
+        resume=resume_dir is not None,
+    )
+    if trainer.is_global_zero:
+        import json
+
+        summary = json.loads((run_dir / "summary.json").read_text())
+        final = {k: v for k, v in summary["final_metrics"].items() if k.startswith("val/")}
+        _print_summary(console, f"{spec.prog} train: {run_dir}", final)
+        console.print(f"best {spec.headline} = {summary['best_value']}  ->  {run_dir}/")
+    return 0
+
+
+def _load_run(
+    spec: TaskSpec, checkpoint: Path, argv: list[str], command: str
+) -> tuple[RunConfig, HybridTask, pl.LightningDataModule]:
+    parser = _config_parser(spec, command, "")
+    run_config = checkpoint.parent.parent / "config.yaml"
+    prefix = ["--config", str(run_config)] if run_config.is_file() else []
+    ns = parser.parse_args([*prefix, *argv])
+    cfg = _to_run_config(spec, parser, ns)
+    state = load_checkpoint(checkpoint)
+    if "state_dict" not in state:
+        raise InputError(f"{checkpoint}: not a Lightning checkpoint (no state_dict)")
+    module, datamodule = spec.build(cfg)
+    load_state_dict_strict(module, state["state_dict"], checkpoint)
+    return cfg, module, datamodule
+
+
+def _split_checkpoint(argv: list[str], command: str) -> tuple[Path, list[str]]:
+    if "--checkpoint" not in argv or argv.index("--checkpoint") + 1 >= len(argv):
+        raise InputError(f"{command} needs --checkpoint runs/<name>/checkpoints/best.ckpt")
+    index = argv.index("--checkpoint")
+    return Path(argv[index + 1]), argv[:index] + argv[index + 2 :]
+
+
+def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    checkpoint, rest = _split_checkpoint(argv, "evaluate")
+    cfg, module, datamodule = _load_run(spec, checkpoint, rest, "evaluate")
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=parse_devices(cfg.trainer.devices),
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        logger=False,
+        enable_progress_bar=cfg.trainer.progress,
+        enable_model_summary=False,
+    )
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if trainer.is_global_zero:
+        out = checkpoint.parent.parent / "evaluation.json"
+        atomic_write_json(out, {"checkpoint": str(checkpoint), "metrics": results})
+        _print_summary(console, f"{spec.prog} evaluate: {checkpoint}", results)
+        console.print(f"written: {out}")
+    return 0
+
+
+class PredictionFileWriter(BasePredictionWriter):
+    """Writes each prediction to ``out_dir/<input stem><suffix>`` atomically, on every rank.
+
+    With DDP, Lightning's predict loop gives each rank a disjoint share of the inputs (no
+    padding duplicates), so an archive of scans is one command spread over all devices.
+    """
+
+    def __init__(
+        self, out_dir: Path, suffix: str, write: Callable[[torch.Tensor, Path, Path], None]
+    ):
+        super().__init__(write_interval="batch")
+        self.out_dir = Path(out_dir)
+        self.suffix = suffix
+        self.write = write
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # noqa: D102
+        for output, source in zip(prediction, batch["path"], strict=True):
+            source = Path(source)
+            target = self.out_dir / f"{source.name.split('.')[0]}{self.suffix}"
+            atomic_write(target, lambda tmp, o=output, s=source: self.write(o.cpu(), s, tmp))
+
+
+def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    if spec.predict_dataset is None or spec.write_prediction is None:
+        raise InputError(f"{spec.prog} has no predict command yet")
+    checkpoint, rest = _split_checkpoint(argv, "predict")
+    if "-o" not in rest or rest.index("-o") + 1 >= len(rest):
+        raise InputError("predict needs -o OUTPUT_DIR")
+    index = rest.index("-o")
+    out_dir = Path(rest[index + 1])
+    rest = rest[:index] + rest[index + 2 :]
+    inputs = []
+    while rest and not rest[0].startswith("--"):
+        inputs.append(Path(rest.pop(0)))
+    if not inputs:
+        raise InputError("predict needs at least one input file or folder")
+    files: list[Path] = []
+    for path in inputs:
+        if not path.exists():
+            raise InputError(f"{path}: input not found")
+        files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise InputError(f"{', '.join(map(str, inputs))}: no input files")
+    resolved = {f.resolve() for f in files}
+    if out_dir.resolve() in {f.parent for f in resolved} and spec.prediction_suffix in {
+        f.suffix for f in files
+    }:
+        raise InputError(f"{out_dir}: output folder holds the inputs; choose another -o")
+    cfg, module, _ = _load_run(spec, checkpoint, rest, "predict")
+    dataset = spec.predict_dataset(files, cfg)
+    loader = DataLoader(
+        dataset, batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers
+    )
+    writer = PredictionFileWriter(out_dir, spec.prediction_suffix, spec.write_prediction)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=parse_devices(cfg.trainer.devices),
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        logger=False,
+        callbacks=[writer],
+        enable_progress_bar=cfg.trainer.progress,
+        enable_model_summary=False,
+    )
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    if trainer.is_global_zero:
+        console.print(f"{spec.prog} predict: {len(files)} inputs -> {out_dir}/")
+    return 0
+
+
+def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    if spec.example_input is None:
+        raise InputError(f"{spec.prog} has no export command yet")
+    checkpoint, rest = _split_checkpoint(argv, "export")
+    if "-o" not in rest or rest.index("-o") + 1 >= len(rest):
+        raise InputError("export needs -o OUTPUT.pt2")
+    index = rest.index("-o")
+    target = Path(rest[index + 1])
+    rest = rest[:index] + rest[index + 2 :]
+    cfg, module, _ = _load_run(spec, checkpoint, rest, "export")
+    model = module.model.eval()
+    example = spec.example_input(cfg)
+    program = torch.export.export(model, (example,))
+    atomic_write(target, lambda tmp: torch.export.save(program, tmp))
+    console.print(f"{spec.prog} export: torch.export program -> {target} (load: torch.export.load)")
+    return 0
+
+
+def _usage(spec: TaskSpec) -> str:
+    return (
+        f"usage: {spec.prog} COMMAND [options]\n\n{spec.description}\n\ncommands:\n"
+        "  train      train a model into runs/<name>/ (config.yaml, checkpoints, metrics, plots)\n"
+        "  evaluate   score a checkpoint on the validation data: --checkpoint CKPT\n"
+        "  predict    run a checkpoint on files or folders: INPUT... -o OUT --checkpoint CKPT\n"
+        "  bench      the task benchmark (a command, prints a table)\n"
+        "  export     save a checkpoint's network as a torch.export program: -o OUT.pt2\n\n"
+        f"'{spec.prog} COMMAND --help' lists every option; any option can go in a YAML file\n"
+        "passed with --config; '--trainer.devices 2 --trainer.strategy ddp' uses 2 devices.\n"
+    )
+
+
+def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
+    """Return ``main(argv) -> exit code`` for ``spec``'s command-line tool."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = list(sys.argv[1:] if argv is None else argv)
+        debug = "--debug" in args
+        args = [a for a in args if a != "--debug"]
+        console = Console()
+        if not args or args[0] in ("-h", "--help"):
+            print(_usage(spec))
+            return 0 if args else 2
+        command, rest = args[0], args[1:]
+        handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+        try:
+            if command == "bench":
+                if spec.bench is None:
+                    raise InputError(f"{spec.prog} has no benchmark yet")
+                return spec.bench(rest)
+            if command not in handlers:
+                raise InputError(
+                    f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}"
+                )
+            if command != "train" and rest and rest[0] in ("-h", "--help"):
+                _config_parser(spec, command, _usage(spec)).print_help()
+                return 0
+            return handlers[command](spec, rest, console)
+        except (InputError, FileNotFoundError) as err:
+            if debug:
+                traceback.print_exc()
+            print(f"{spec.prog} {command}: error: {err}", file=sys.stderr)
+            return 2
+
+    return main

@@ -1,0 +1,124 @@
+"""Run configuration shared by every task: optimiser, trainer, regularisation, run folder.
+
+Tasks add their own ``data`` and ``model`` dataclasses; :mod:`shared.cli` turns the whole tree
+into command-line flags (``--optim.lr 1e-4``) and a YAML file (``--config run.yaml``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .io import InputError
+
+__all__ = [
+    "PRECISIONS",
+    "OptimConfig",
+    "TrainerConfig",
+    "RegularizationConfig",
+    "RunFolderConfig",
+    "validate_common",
+]
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay, stepped every optimiser step."""
+
+    lr: float = 3e-4
+    """Peak learning rate; default a third of a ViT's usual 1e-3, as the brief advises."""
+    weight_decay: float = 0.05
+    """Decoupled weight decay (not applied to norms, biases, positional encodings)."""
+    warmup_fraction: float = 0.05
+    """Fraction of all optimiser steps spent warming up linearly from 0."""
+    min_lr_ratio: float = 0.01
+    """Final learning rate as a fraction of the peak."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping threshold (0 disables)."""
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning trainer settings: length, precision, devices, reproducibility."""
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1: run all epochs)."""
+    batch_size: int = 16
+    """Per-device batch size (the brief suggests twice a pure transformer's)."""
+    num_workers: int = 0
+    precision: str = "32-true"
+    """One of 32-true, bf16-mixed, 16-mixed."""
+    attention_fp32: bool = True
+    """Under mixed precision keep attention in fp32 (conv in low precision)."""
+    accelerator: str = "auto"
+    devices: str = "1"
+    """Devices per node: a count, a list like '0,1', or 'auto'."""
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """auto, ddp, ddp_spawn, fsdp ... passed through to Lightning."""
+    seed: int = 42
+    deterministic: bool = False
+    """Deterministic algorithms (slower; bitwise-reproducible runs on one machine)."""
+    ema_decay: float = 0.0
+    """Exponential moving average of weights (e.g. 0.999); 0 disables."""
+    val_every_n_epochs: int = 1
+    checkpoint_every_n_steps: int = 0
+    """Also save last.ckpt every N optimiser steps (0: at each epoch end only)."""
+    log_every_n_steps: int = 10
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    progress: bool = True
+    """Show a rich progress bar."""
+
+
+@dataclass
+class RegularizationConfig:
+    """The brief's small-data regularisers (MixUp + CutMix via timm, smoothing, drop path)."""
+
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class RunFolderConfig:
+    """Where a run writes: ``<runs_dir>/<name>/``."""
+
+    name: str = "run"
+    runs_dir: str = "runs"
+    overwrite: bool = False
+    """Allow training into an existing run folder (otherwise use --resume or a new name)."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def validate_common(
+    optim: OptimConfig, trainer: TrainerConfig, regularization: RegularizationConfig
+) -> None:
+    """Raise :class:`InputError` with a one-line message for an invalid value."""
+    _check(optim.lr > 0, f"--optim.lr must be > 0, got {optim.lr}")
+    _check(optim.weight_decay >= 0, f"--optim.weight_decay must be >= 0, got {optim.weight_decay}")
+    _check(0 <= optim.warmup_fraction < 1, "--optim.warmup_fraction must be in [0, 1)")
+    _check(0 <= optim.min_lr_ratio <= 1, "--optim.min_lr_ratio must be in [0, 1]")
+    _check(optim.grad_clip >= 0, f"--optim.grad_clip must be >= 0, got {optim.grad_clip}")
+    _check(
+        trainer.precision in PRECISIONS,
+        f"--trainer.precision must be one of {', '.join(PRECISIONS)}; got {trainer.precision!r}",
+    )
+    _check(trainer.batch_size >= 1, f"--trainer.batch_size must be >= 1, got {trainer.batch_size}")
+    _check(trainer.max_epochs >= 1, f"--trainer.max_epochs must be >= 1, got {trainer.max_epochs}")
+    _check(trainer.num_nodes >= 1, f"--trainer.num_nodes must be >= 1, got {trainer.num_nodes}")
+    _check(0 <= trainer.ema_decay < 1, "--trainer.ema_decay must be in [0, 1)")
+    _check(0 <= regularization.label_smoothing < 1, "--regularization.label_smoothing in [0, 1)")
+    _check(regularization.mixup_alpha >= 0, "--regularization.mixup_alpha must be >= 0")
+    _check(regularization.cutmix_alpha >= 0, "--regularization.cutmix_alpha must be >= 0")
+    _check(
+        0 <= regularization.drop_path_rate < 1, "--regularization.drop_path_rate must be in [0, 1)"
+    )

@@ -1,0 +1,106 @@
+"""Atomic file writes and safe checkpoint loading for run folders.
+
+Every file a run writes goes to a temporary file in the same folder and is renamed into place,
+so an interrupted run never leaves a half-written ``summary.json``, config or plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+__all__ = [
+    "InputError",
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_yaml",
+    "load_checkpoint",
+    "load_state_dict_strict",
+]
+
+
+class InputError(ValueError):
+    """A user-facing problem with an input (file, folder, config value): CLIs exit with code 2."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder, atomic)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write pretty JSON atomically (NaN written as ``NaN``, as Python's json does)."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_yaml(path: str | Path, data: Any) -> Path:
+    """Write YAML atomically, keys in insertion order."""
+    return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; ``InputError`` naming the file if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
+        raise InputError(
+            f"{path}: not a readable checkpoint (truncated or corrupt): {err}"
+        ) from None
+    except Exception as err:  # pickle.UnpicklingError from weights_only and similar
+        raise InputError(f"{path}: refused to load (weights_only=True): {err}") from None
+    if not isinstance(checkpoint, dict):
+        raise InputError(
+            f"{path}: expected a checkpoint dictionary, got {type(checkpoint).__name__}"
+        )
+    return checkpoint
+
+
+def load_state_dict_strict(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path
+) -> None:
+    """Load weights, turning a key or shape mismatch into an ``InputError`` naming ``source``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = [
+        k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if wrong_shape:
+            details.append(f"{len(wrong_shape)} shape mismatches (e.g. {wrong_shape[0]})")
+        raise InputError(
+            f"{source}: checkpoint is for a different architecture: " + "; ".join(details)
+        )
+    model.load_state_dict(state_dict)

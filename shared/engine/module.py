@@ -1,0 +1,136 @@
+"""``HybridTask``: the LightningModule every vertical plugs its model, loss and metrics into.
+
+Holds only what is the same across domains: the train/val/predict steps, metric logging, AdamW
+with warmup + cosine decay, and MixUp/CutMix through timm for classification tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+from torchmetrics import MetricCollection
+
+from .config import OptimConfig, RegularizationConfig
+
+__all__ = ["HybridTask", "split_batch", "warmup_cosine"]
+
+
+def split_batch(batch: Any) -> tuple[torch.Tensor, Any]:
+    """``(inputs, targets)`` from a tuple/list batch or a MONAI-style image/label dict."""
+    if isinstance(batch, dict):
+        return batch["image"], batch.get("label")
+    if isinstance(batch, list | tuple):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float) -> Callable:
+    """LR multiplier: linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    warmup = max(1, int(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class HybridTask(pl.LightningModule):
+    """Generic supervised task: ``loss_fn(model(x), y)``, metrics on validation.
+
+    Args:
+        model: the network.
+        loss_fn: ``loss_fn(output, target)``.
+        metrics: torchmetrics updated with ``(output, target)`` on validation; logged as
+            ``val/<name>`` and synchronised across DDP ranks by torchmetrics.
+        optim: optimiser and schedule settings.
+        regularization: MixUp/CutMix/label smoothing (classification only; needs ``num_classes``).
+        num_classes: classes, for MixUp/CutMix soft targets.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        metrics: MetricCollection,
+        optim: OptimConfig,
+        regularization: RegularizationConfig | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.optim = optim
+        reg = regularization or RegularizationConfig()
+        self.mixer: Mixup | None = None
+        if reg.mixup_alpha > 0 or reg.cutmix_alpha > 0:
+            if not num_classes:
+                raise ValueError("MixUp/CutMix need num_classes (classification tasks only)")
+            self.mixer = Mixup(
+                mixup_alpha=reg.mixup_alpha,
+                cutmix_alpha=reg.cutmix_alpha,
+                prob=reg.mix_prob,
+                label_smoothing=reg.label_smoothing,
+                num_classes=num_classes,
+            )
+            self.mixed_loss = SoftTargetCrossEntropy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Model output."""
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss (mixed targets when MixUp/CutMix is on)."""
+        inputs, targets = split_batch(batch)
+        if self.mixer is not None and inputs.shape[0] % 2 == 0:  # timm mixes pairs
+            inputs, soft_targets = self.mixer(inputs, targets)
+            loss = self.mixed_loss(self(inputs), soft_targets)
+        else:
+            loss = self.loss_fn(self(inputs), targets)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Validation loss and metric update."""
+        inputs, targets = split_batch(batch)
+        output = self(inputs)
+        self.log("val/loss", self.loss_fn(output, targets), on_epoch=True, sync_dist=True)
+        self.val_metrics.update(output, targets)
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """Raw model outputs; tasks override to add decoding."""
+        inputs, _ = split_batch(batch)
+        return self(inputs)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (no decay on norms, biases, 1-D params) with per-step warmup + cosine."""
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.optim.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.optim.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(total, self.optim.warmup_fraction, self.optim.min_lr_ratio)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+        }

@@ -1,0 +1,106 @@
+"""Two-process DDP on CPU (gloo): synchronised metrics, rank-0-only run folder, distributed
+prediction over a folder of inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.engine.toy import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
+
+VALIDATE_SCRIPT = """
+import json, sys
+import lightning.pytorch as pl
+from shared.cli import RunConfig
+from shared.engine.config import OptimConfig, RegularizationConfig, RunFolderConfig, TrainerConfig
+from shared.engine.toy import SPEC, ToyDataConfig, ToyModelConfig
+
+out, devices = sys.argv[1], int(sys.argv[2])
+pl.seed_everything(0)
+cfg = RunConfig(ToyDataConfig(num_train=16, num_val=48), ToyModelConfig(), OptimConfig(),
+                TrainerConfig(batch_size=8, progress=False), RegularizationConfig(),
+                RunFolderConfig())
+module, data = SPEC.build(cfg)
+trainer = pl.Trainer(accelerator="cpu", devices=devices,
+                     strategy="ddp" if devices > 1 else "auto", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False)
+results = trainer.validate(module, datamodule=data, verbose=False)[0]
+with open(f"{out}/devices{devices}-rank{trainer.global_rank}.json", "w") as handle:
+    json.dump(results, handle)
+"""
+
+
+def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_ddp_metrics_are_synchronised_across_ranks(tmp_path: Path) -> None:
+    script = tmp_path / "validate.py"
+    script.write_text(VALIDATE_SCRIPT)
+    _run([sys.executable, str(script), str(tmp_path), "1"])
+    _run([sys.executable, str(script), str(tmp_path), "2"])
+    single = json.loads((tmp_path / "devices1-rank0.json").read_text())
+    rank0 = json.loads((tmp_path / "devices2-rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "devices2-rank1.json").read_text())
+    assert rank0 == rank1, "every rank must see the globally reduced metric"
+    for key in ("val/acc", "val/macro_f1", "val/loss"):
+        assert rank0[key] == pytest.approx(single[key], abs=1e-5), key
+
+
+def test_ddp_training_writes_one_run_folder_from_rank_zero(tmp_path: Path) -> None:
+    _run([sys.executable, "-m", "shared.engine.toy", "train", *DDP,
+          "--data.num_train", "64", "--data.num_val", "32", "--trainer.batch_size", "8",
+          "--trainer.max_epochs", "2", "--trainer.progress", "false",
+          "--run.runs_dir", str(tmp_path), "--run.name", "ddp"])  # fmt: skip
+    run = tmp_path / "ddp"
+    summary = json.loads((run / "summary.json").read_text())
+    # 64 samples / 2 ranks / batch 8 = 4 steps per epoch on each rank.
+    assert summary["global_step"] == 8
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["attempt-0", "attempt-0.json"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not list(run.rglob("*.tmp")) and not (run / "lightning_logs").exists()
+
+
+def test_ddp_prediction_covers_every_input_once(tmp_path: Path) -> None:
+    assert main(["train", "--data.num_train", "32", "--data.num_val", "16",
+                 "--trainer.batch_size", "8", "--trainer.max_epochs", "1",
+                 "--trainer.progress", "false", "--run.runs_dir", str(tmp_path),
+                 "--run.name", "p"]) == 0  # fmt: skip
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(11):  # odd count: no rank may duplicate or drop an input
+        np.save(inputs / f"scan{index:02d}.npy", rng.normal(size=(3, 32, 32)).astype("float32"))
+    checkpoint = tmp_path / "p" / "checkpoints" / "best.ckpt"
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(["predict", str(inputs), "-o", str(single), "--checkpoint", str(checkpoint),
+                 "--trainer.progress", "false"]) == 0  # fmt: skip
+    _run([sys.executable, "-m", "shared.engine.toy", "predict", str(inputs), "-o", str(multi),
+          "--checkpoint", str(checkpoint), "--trainer.progress", "false", *DDP])  # fmt: skip
+    names = sorted(p.name for p in multi.iterdir())
+    assert names == sorted(p.name for p in inputs.iterdir())
+    for name in names:
+        probabilities = np.load(multi / name)
+        assert probabilities.shape == (4,)
+        np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(probabilities, np.load(single / name), atol=1e-5)
+
+
+def test_predict_refuses_to_write_into_its_inputs(tmp_path: Path, capsys) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    np.save(inputs / "a.npy", np.zeros((3, 32, 32), dtype="float32"))
+    code = main(["predict", str(inputs), "-o", str(inputs), "--checkpoint", str(tmp_path / "x")])
+    assert code == 2
+    assert "output folder holds the inputs" in capsys.readouterr().err
