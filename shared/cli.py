@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
@@ -45,6 +45,9 @@ from .engine.trainer import fit, parse_devices
 __all__ = ["TaskSpec", "RunConfig", "build_cli", "PredictionFileWriter"]
 
 COMMANDS = ("train", "evaluate", "predict", "bench", "export")
+
+# Field docstrings of the config dataclasses become the --help text of their flags.
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 @dataclass
@@ -174,6 +177,8 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
         )
     if rank_zero_only.rank == 0:
         atomic_write_text(run_dir / "config.yaml", _dump_config(parser, ns))
+    # Seed before building: weight initialisation must repeat too.
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module, datamodule = spec.build(cfg)
     trainer = fit(
         module,

@@ -87,13 +87,23 @@ def test_bf16_mixed_trains_with_fp32_attention(tmp_path: Path) -> None:
     assert np.isfinite(summary["final_metrics"]["train/loss_epoch"])
 
 
-def test_regularisers_and_ema(tmp_path: Path) -> None:
+def test_regularisers_ema_and_monitors(tmp_path: Path) -> None:
     run = _train(
-        tmp_path, "reg", "--trainer.max_epochs", "1", "--regularization.mixup_alpha", "0.8",
+        tmp_path, "reg", "--trainer.max_epochs", "1", "--trainer.monitor_every_n_steps", "1",
+        "--regularization.mixup_alpha", "0.8",
         "--regularization.cutmix_alpha", "1.0", "--regularization.label_smoothing", "0.1",
         "--regularization.drop_path_rate", "0.1", "--trainer.ema_decay", "0.9",
     )  # fmt: skip
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "monitor/entropy/model.backbone.stages.2.0.attention" in header
+
+
+def test_deterministic_runs_repeat_exactly(tmp_path: Path) -> None:
+    flags = ["--trainer.max_epochs", "1", "--trainer.deterministic", "true"]
+    first = _column(_train(tmp_path, "det1", *flags), "train/loss_step")
+    second = _column(_train(tmp_path, "det2", *flags), "train/loss_step")
+    assert first == second and len(first) == 4
 
 
 def test_checkpoint_errors_name_the_file(tmp_path: Path, capsys) -> None:

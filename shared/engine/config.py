@@ -67,6 +67,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0
     """Also save last.ckpt every N optimiser steps (0: at each epoch end only)."""
     log_every_n_steps: int = 10
+    monitor_every_n_steps: int = 0
+    """Log attention entropy and conv/attention gradient ratios every N steps (0: off)."""
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     progress: bool = True

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..attention import SpatialSelfAttention
+from ..monitors import HybridMonitorCallback
 from .callbacks import RNGStateCallback, RunSummaryCallback
 from .config import TrainerConfig
 from .io import InputError, atomic_write_json, load_checkpoint
@@ -93,6 +94,8 @@ def build_trainer(
         LearningRateMonitor(logging_interval="step"),
         *(extra_callbacks or []),
     ]
+    if cfg.monitor_every_n_steps > 0:
+        callbacks.append(HybridMonitorCallback(every_n_steps=cfg.monitor_every_n_steps))
     if cfg.ema_decay > 0:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if cfg.progress:
