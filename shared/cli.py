@@ -8,6 +8,7 @@ with code 2 and one line on stderr; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -353,6 +354,8 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
     """Return ``main(argv) -> exit code`` for ``spec``'s command-line tool."""
 
     def main(argv: Sequence[str] | None = None) -> int:
+        # Lightning's informational banners (GPU available..., tips) drown the report.
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         args = list(sys.argv[1:] if argv is None else argv)
         debug = "--debug" in args
         args = [a for a in args if a != "--debug"]

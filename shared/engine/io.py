@@ -20,6 +20,7 @@ import yaml
 __all__ = [
     "InputError",
     "atomic_write",
+    "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_yaml",
@@ -32,8 +33,17 @@ class InputError(ValueError):
     """A user-facing problem with an input (file, folder, config value): CLIs exit with code 2."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder, atomic)."""
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder, atomic).
+
+    Readers see the old file or the new one, never a half-written one.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -41,10 +51,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp makes owner-only files; give the result the usual umask-based mode.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
