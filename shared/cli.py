@@ -12,7 +12,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,8 @@ class TaskSpec:
     prediction_suffix: str = ".pt"
     example_input: Callable[[RunConfig], torch.Tensor] | None = None
     bench: Callable[[list[str]], int] | None = None
+    commands: dict[str, tuple[str, Callable[[list[str]], int]]] = field(default_factory=dict)
+    """Extra or replacement subcommands: name -> (one-line help, main(argv) -> exit code)."""
 
 
 class _Parser(ArgumentParser):
@@ -338,13 +340,18 @@ def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
 
 
 def _usage(spec: TaskSpec) -> str:
+    lines = {
+        "train": "train a model into runs/<name>/ (config.yaml, checkpoints, metrics, plots)",
+        "evaluate": "score a checkpoint on the validation data: --checkpoint CKPT",
+        "predict": "run a checkpoint on files or folders: INPUT... -o OUT --checkpoint CKPT",
+        "bench": "the task benchmark (a command, prints a table)",
+        "export": "save a checkpoint's network as a torch.export program: -o OUT.pt2",
+    }
+    lines |= {name: text for name, (text, _) in spec.commands.items()}
+    listing = "".join(f"  {name:<10} {text}\n" for name, text in lines.items())
     return (
         f"usage: {spec.prog} COMMAND [options]\n\n{spec.description}\n\ncommands:\n"
-        "  train      train a model into runs/<name>/ (config.yaml, checkpoints, metrics, plots)\n"
-        "  evaluate   score a checkpoint on the validation data: --checkpoint CKPT\n"
-        "  predict    run a checkpoint on files or folders: INPUT... -o OUT --checkpoint CKPT\n"
-        "  bench      the task benchmark (a command, prints a table)\n"
-        "  export     save a checkpoint's network as a torch.export program: -o OUT.pt2\n\n"
+        f"{listing}\n"
         f"'{spec.prog} COMMAND --help' lists every option; any option can go in a YAML file\n"
         "passed with --config; '--trainer.devices 2 --trainer.strategy ddp' uses 2 devices.\n"
     )
@@ -366,6 +373,8 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
         command, rest = args[0], args[1:]
         handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
         try:
+            if command in spec.commands:
+                return spec.commands[command][1](rest)
             if command == "bench":
                 if spec.bench is None:
                     raise InputError(f"{spec.prog} has no benchmark yet")

@@ -69,8 +69,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     monitor_every_n_steps: int = 0
     """Log attention entropy and conv/attention gradient ratios every N steps (0: off)."""
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
+    limit_train_batches: int | float = 1.0
+    """Batches per epoch: an int is a count, a float in (0, 1] a fraction."""
+    limit_val_batches: int | float = 1.0
     progress: bool = True
     """Show a rich progress bar."""
 
