@@ -1,0 +1,77 @@
+"""MONAI transform pipelines for training and validation on prepared cases.
+
+Prepared cases (see :mod:`medical.prepare`) are already in RAS orientation, resampled and
+intensity-normalised, stored as ``image.npy`` (C, X, Y, Z) and ``label.npy`` (1, X, Y, Z). These
+pipelines only load, sample patches balanced between foreground and background, and augment
+(flips, 90-degree rotations, scaling, intensity scale/shift), as the standard MONAI 3D recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.data import NumpyReader
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandZoomd,
+    SpatialPadd,
+)
+
+__all__ = ["load_transforms", "train_transforms", "val_transforms"]
+
+KEYS = ("image", "label")
+
+
+def load_transforms() -> list:
+    """Load prepared channel-first ``.npy`` image and label with MONAI readers."""
+    return [
+        LoadImaged(keys="image", reader=NumpyReader(channel_dim=0), image_only=True),
+        LoadImaged(keys="label", reader=NumpyReader(channel_dim=0), image_only=True),
+        EnsureChannelFirstd(keys=KEYS, channel_dim=0),
+    ]
+
+
+def train_transforms(patch_size: Sequence[int], samples_per_case: int = 2) -> Compose:
+    """Patch sampling (pos:neg 1:1) and the augmentations of the standard MONAI recipe."""
+    spatial_axes = tuple(range(len(patch_size)))
+    return Compose(
+        [
+            *load_transforms(),
+            # Cases smaller than a patch (thin slabs) are padded rather than rejected.
+            SpatialPadd(keys=KEYS, spatial_size=patch_size),
+            RandCropByPosNegLabeld(
+                keys=KEYS,
+                label_key="label",
+                spatial_size=patch_size,
+                pos=1,
+                neg=1,
+                num_samples=samples_per_case,
+            ),
+            *[RandFlipd(keys=KEYS, prob=0.5, spatial_axis=axis) for axis in spatial_axes],
+            RandRotate90d(keys=KEYS, prob=0.5, max_k=3, spatial_axes=(0, 1)),
+            RandZoomd(
+                keys=KEYS,
+                prob=0.2,
+                min_zoom=0.85,
+                max_zoom=1.15,
+                mode=("trilinear" if len(patch_size) == 3 else "bilinear", "nearest"),
+                keep_size=True,
+            ),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            EnsureTyped(keys=KEYS, track_meta=False),
+        ]
+    )
+
+
+def val_transforms() -> Compose:
+    """Whole prepared volumes; validation runs sliding-window inference on them."""
+    return Compose([*load_transforms(), EnsureTyped(keys=KEYS, track_meta=False)])
