@@ -8,9 +8,11 @@ with code 2 and one line on stderr; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +45,22 @@ from .engine.io import (
 from .engine.module import HybridTask
 from .engine.trainer import fit, parse_devices
 
-__all__ = ["TaskSpec", "RunConfig", "build_cli", "PredictionFileWriter"]
+__all__ = [
+    "TaskSpec",
+    "RunConfig",
+    "build_cli",
+    "PredictionFileWriter",
+    "load_run",
+    "OneLineArgumentParser",
+]
 
 COMMANDS = ("train", "evaluate", "predict", "bench", "export")
+QUIET_WARNINGS = (
+    ".*'set_vital' is deprecated.*",
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ".*is smaller than the logging interval.*",
+    ".*nvImageCodec.*",
+)
 
 # Field docstrings of the config dataclasses become the --help text of their flags.
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -94,6 +109,13 @@ class TaskSpec:
     bench: Callable[[list[str]], int] | None = None
     commands: dict[str, tuple[str, Callable[[list[str]], int]]] = field(default_factory=dict)
     """Extra or replacement subcommands: name -> (one-line help, main(argv) -> exit code)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Plain argparse for task-specific commands; errors exit 2 with one line via the chassis."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(message)
 
 
 class _Parser(ArgumentParser):
@@ -203,9 +225,10 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
     return 0
 
 
-def _load_run(
+def load_run(
     spec: TaskSpec, checkpoint: Path, argv: list[str], command: str
 ) -> tuple[RunConfig, HybridTask, pl.LightningDataModule]:
+    """Config (the run's config.yaml, then ``argv``) and module with the checkpoint's weights."""
     parser = _config_parser(spec, command, "")
     run_config = checkpoint.parent.parent / "config.yaml"
     prefix = ["--config", str(run_config)] if run_config.is_file() else []
@@ -228,7 +251,7 @@ def _split_checkpoint(argv: list[str], command: str) -> tuple[Path, list[str]]:
 
 def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
     checkpoint, rest = _split_checkpoint(argv, "evaluate")
-    cfg, module, datamodule = _load_run(spec, checkpoint, rest, "evaluate")
+    cfg, module, datamodule = load_run(spec, checkpoint, rest, "evaluate")
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=parse_devices(cfg.trainer.devices),
@@ -298,7 +321,7 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
         f.suffix for f in files
     }:
         raise InputError(f"{out_dir}: output folder holds the inputs; choose another -o")
-    cfg, module, _ = _load_run(spec, checkpoint, rest, "predict")
+    cfg, module, _ = load_run(spec, checkpoint, rest, "predict")
     dataset = spec.predict_dataset(files, cfg)
     loader = DataLoader(
         dataset, batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers
@@ -330,7 +353,7 @@ def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
     index = rest.index("-o")
     target = Path(rest[index + 1])
     rest = rest[:index] + rest[index + 2 :]
-    cfg, module, _ = _load_run(spec, checkpoint, rest, "export")
+    cfg, module, _ = load_run(spec, checkpoint, rest, "export")
     model = module.model.eval()
     example = spec.example_input(cfg)
     program = torch.export.export(model, (example,))
@@ -347,6 +370,12 @@ def _usage(spec: TaskSpec) -> str:
         "bench": "the task benchmark (a command, prints a table)",
         "export": "save a checkpoint's network as a torch.export program: -o OUT.pt2",
     }
+    unavailable = {
+        "bench": spec.bench is None,
+        "export": spec.example_input is None,
+        "predict": spec.predict_dataset is None,
+    }
+    lines = {name: text for name, text in lines.items() if not unavailable.get(name)}
     lines |= {name: text for name, (text, _) in spec.commands.items()}
     listing = "".join(f"  {name:<10} {text}\n" for name, text in lines.items())
     return (
@@ -361,8 +390,11 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
     """Return ``main(argv) -> exit code`` for ``spec``'s command-line tool."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        # Lightning's informational banners (GPU available..., tips) drown the report.
+        # Lightning's informational banners (GPU available..., tips) and a few known, harmless
+        # library deprecation notices drown the report a CLI user reads.
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
         args = list(sys.argv[1:] if argv is None else argv)
         debug = "--debug" in args
         args = [a for a in args if a != "--debug"]

@@ -10,17 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from torchdata.stateful_dataloader import StatefulDataLoader
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ..classifier import HybridClassifier
 from ..cli import RunConfig, TaskSpec, build_cli
+from .data import TaskDataModule, resumable_loader
 from .io import InputError
 from .module import HybridTask
 
@@ -78,12 +77,12 @@ def _read_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.tensor(labels)
 
 
-class ToyDataModule(pl.LightningDataModule):
+class ToyDataModule(TaskDataModule):
     """Train/val split of the toy data."""
 
     def __init__(self, cfg: ToyDataConfig, batch_size: int, seed: int, num_workers: int = 0):
-        super().__init__()
-        self.cfg, self.batch_size, self.seed, self.num_workers = cfg, batch_size, seed, num_workers
+        super().__init__(batch_size, seed, num_workers)
+        self.cfg = cfg
 
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         if self.cfg.root:
@@ -101,11 +100,9 @@ class ToyDataModule(pl.LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102
-        # Keyword arguments only: Lightning rebuilds the loader to add a DistributedSampler.
-        return StatefulDataLoader(
+        return resumable_loader(
             self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
+            self.batch_size,
             drop_last=True,
             num_workers=self.num_workers,
         )
