@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
+	@echo "== 1/2 backbone benchmark (quick): our presets beside timm and MONAI models =="
 	$(PY) -m shared.bench backbone --quick
+	@echo "== 2/2 medical: train a hybrid U-Net on the MNI152 brain (nilearn), Dice per class =="
+	$(PY) -m medical.demo --out runs/demo/medical
+	@echo "Results: runs/bench/backbone.{md,json,png} and runs/demo/medical/runs/mni/ (summary.json, plots/)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

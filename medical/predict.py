@@ -1,0 +1,149 @@
+"""``hv-med predict``: sliding-window segmentation of new scans, saved in their own geometry.
+
+Each input (a NIfTI file, a folder of them, or a DICOM series folder) goes through the training
+run's preprocessing (RAS, resampling, normalisation, crop), sliding-window inference with
+gaussian blending (the stitching buffer lives on the CPU so a 512x512x300 CT fits), optional
+flip test-time augmentation, then MONAI's ``Invertd`` undoes crop, resampling and orientation, so
+the label map is written with the input's original shape, spacing and affine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.transforms import Invertd
+from rich.console import Console
+from rich.progress import Progress
+
+from shared.cli import OneLineArgumentParser, load_run
+from shared.engine.io import InputError, atomic_write
+
+from .prepare import build_pipeline
+
+__all__ = ["collect_inputs", "predict_main", "segment"]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith(NIFTI_SUFFIXES)
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    return path.is_dir() and any(
+        f.suffix.lower() == ".dcm" or (f.is_file() and f.read_bytes()[128:132] == b"DICM")
+        for f in list(path.iterdir())[:20]
+    )
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
+def collect_inputs(paths: Sequence[Path]) -> list[Path]:
+    """NIfTI files and DICOM series folders named by ``paths`` (folders are searched once)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"{path}: input not found")
+        if path.is_file():
+            if not _is_nifti(path):
+                raise InputError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+            found.append(path)
+        elif _is_dicom_dir(path):
+            found.append(path)
+        else:
+            inner = sorted(p for p in path.iterdir() if _is_nifti(p) or _is_dicom_dir(p))
+            if not inner:
+                raise InputError(f"{path}: no NIfTI files or DICOM series inside")
+            found += inner
+    return found
+
+
+def _save_nifti(target: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    payload = gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=3)
+    atomic_write(target, lambda tmp: tmp.write_bytes(payload))
+
+
+def _tta_probabilities(task, image: torch.Tensor, flips: bool) -> torch.Tensor:
+    """Softmax of sliding-window logits, averaged over axis flips when ``flips``."""
+    axes_sets = [()] + ([(2,), (3,), (4,)] if flips else [])
+    total = None
+    for axes in axes_sets:
+        flipped = image.flip(axes) if axes else image
+        probs = task.infer(flipped).softmax(1)
+        probs = probs.flip(axes) if axes else probs
+        total = probs if total is None else total + probs
+    return total / len(axes_sets)
+
+
+def segment(
+    task, manifest: dict, source: Path, flips: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label map (and probabilities) of one input in its original geometry, plus its affine."""
+    pipeline = build_pipeline(manifest["target_spacing"], manifest["normalization"], False)
+    try:
+        item = pipeline({"image": str(source)})
+    except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
+        raise InputError(
+            f"{source}: could not be read or preprocessed ({type(err).__name__})"
+        ) from None
+    image = item["image"]
+    expected = len(manifest["modalities"])
+    if image.shape[0] != expected:
+        raise InputError(f"{source}: {image.shape[0]} channel(s), the model expects {expected}")
+    with torch.inference_mode():
+        probs = _tta_probabilities(task, image.unsqueeze(0).as_tensor().float(), flips)[0]
+    item["pred"] = type(image)(probs.argmax(0, keepdim=True).float(), meta=image.meta)
+    item["pred"].applied_operations = list(image.applied_operations)
+    inverted = Invertd(keys="pred", transform=pipeline, orig_keys="image", nearest_interp=True)(
+        item
+    )
+    label = inverted["pred"][0].numpy().round().astype(np.uint8)
+    affine = np.asarray(image.meta["original_affine"], dtype=np.float64)
+    return label, probs.numpy(), affine
+
+
+def predict_main(spec, argv: Sequence[str]) -> int:
+    """``hv-med predict INPUT... -o OUT --checkpoint CKPT [--tta] [--overlap F]``."""
+    parser = OneLineArgumentParser(prog="hv-med predict", description=__doc__)
+    parser.add_argument("inputs", nargs="+", type=Path, help="NIfTI files, folders, DICOM dirs")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's .ckpt file")
+    parser.add_argument("--tta", action="store_true", help="average over flips on 3 axes")
+    parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
+    parser.add_argument("--probabilities", action="store_true", help="also save probabilities")
+    args, rest = parser.parse_known_args(list(argv))
+    sources = collect_inputs(args.inputs)
+    targets = {s: args.out / f"{_case_name(s)}.nii.gz" for s in sources}
+    resolved_inputs = {s.resolve() for s in sources}
+    for target in targets.values():
+        if target.resolve() in resolved_inputs:
+            raise InputError(f"{target}: would overwrite an input; choose another -o")
+    cfg, task, data = load_run(spec, args.checkpoint, rest, "predict")
+    if args.overlap is not None:
+        task.sw_overlap = args.overlap
+    task.eval()
+    manifest = data.manifest()
+    console = Console()
+    with Progress(console=console, transient=True) as progress:
+        job = progress.add_task("segmenting", total=len(sources))
+        for source, target in targets.items():
+            label, probs, affine = segment(task, manifest, source, args.tta)
+            _save_nifti(target, label, affine)
+            if args.probabilities:
+                probs_file = target.with_name(target.name.replace(".nii.gz", "_probs.npy"))
+                atomic_write(probs_file, lambda tmp, p=probs: np.save(tmp.open("wb"), p))
+            progress.advance(job)
+    labels = json.dumps(manifest["labels"])
+    console.print(f"hv-med predict: {len(sources)} input(s) -> {args.out}/ (labels {labels})")
+    return 0

@@ -1,0 +1,257 @@
+"""Medical segmentation task on the shared engine: data module, loss, sliding-window validation.
+
+Training samples patches from prepared cases (``hv-med prepare``), balanced between foreground
+and background, with MONAI augmentations; the loss is Dice + cross-entropy (with deep
+supervision when the model returns several scales); validation runs MONAI sliding-window
+inference (gaussian blending) on whole prepared volumes and reports Dice per class and the
+foreground mean (``val/dice``, the headline metric that picks the best checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.data import CacheDataset, DataLoader, list_data_collate
+from monai.inferers import sliding_window_inference
+from monai.losses import DeepSupervisionLoss, DiceCELoss
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+from torchmetrics import MetricCollection
+
+from shared.cli import RunConfig
+from shared.engine.data import TaskDataModule, resumable_loader
+from shared.engine.io import InputError
+from shared.engine.module import HybridTask
+
+from .transforms import train_transforms, val_transforms
+
+__all__ = [
+    "MedicalDataConfig",
+    "MedicalModelConfig",
+    "MedicalDataModule",
+    "SegmentationTask",
+    "split_cases",
+]
+
+
+@dataclass
+class MedicalDataConfig:
+    """Where the data is and how patches are drawn."""
+
+    dataset: str | None = None
+    """Raw dataset folder in MSD or nnU-Net layout (prepared automatically, cached)."""
+    prepared: str | None = None
+    """Prepared folder (from 'hv-med prepare'); default prepared/<dataset folder name>."""
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    """Training patch and sliding-window ROI (each a multiple of 32)."""
+    samples_per_case: int = 2
+    """Patches drawn from each case per step (half centred on foreground)."""
+    val_fraction: float = 0.2
+    """Share of cases kept for validation when the dataset names none."""
+    target_spacing: tuple[float, float, float] | None = None
+    """Resampling spacing in mm; default the dataset's median spacing."""
+    sw_overlap: float = 0.5
+    """Sliding-window overlap during validation."""
+    sw_batch_size: int = 2
+    workers: int = 2
+    """Processes for preparation."""
+
+
+@dataclass
+class MedicalModelConfig:
+    """The segmentation network."""
+
+    preset: str = "med_cpu"
+    """HybridUNet preset: med_cpu, med_12gb, med_24gb."""
+    deep_supervision: bool = False
+    pure_cnn: bool = False
+    """Attention removed, widened to matched parameters (benchmark baseline)."""
+    class_names: list[str] = field(default_factory=list)
+
+
+def prepared_dir(cfg: MedicalDataConfig) -> Path:
+    """The prepared folder for a data config (never inside the user's raw dataset)."""
+    if cfg.prepared:
+        return Path(cfg.prepared)
+    if not cfg.dataset:
+        raise InputError("give --data.dataset RAW_DATASET or --data.prepared PREPARED_FOLDER")
+    return Path("prepared") / Path(cfg.dataset).resolve().name
+
+
+def split_cases(cases: list[dict], manifest: dict, val_fraction: float) -> tuple[list, list]:
+    """Train/validation split: the dataset's ``validation_cases`` if any, else the last share."""
+    named = set(manifest.get("validation_cases") or [])
+    if named:
+        val = [c for c in cases if c["case"] in named]
+        train = [c for c in cases if c["case"] not in named]
+    else:
+        count = max(1, round(len(cases) * val_fraction))
+        train, val = cases[:-count], cases[-count:]
+    if not train or not val:
+        raise InputError(
+            f"need at least one training and one validation case, got {len(train)} and {len(val)}"
+        )
+    return train, val
+
+
+class MedicalDataModule(TaskDataModule):
+    """Prepared cases -> cached MONAI datasets -> patch loaders."""
+
+    def __init__(self, cfg: MedicalDataConfig, batch_size: int, seed: int, num_workers: int = 0):
+        super().__init__(batch_size, seed, num_workers)
+        self.cfg = cfg
+        self.folder = prepared_dir(cfg)
+
+    def prepare_data(self) -> None:
+        """Run (or reuse) the clinical preprocessing once, on rank 0."""
+        from .prepare import prepare_dataset
+
+        if self.cfg.dataset:
+            prepare_dataset(
+                Path(self.cfg.dataset),
+                self.folder,
+                target_spacing=self.cfg.target_spacing,
+                workers=self.cfg.workers,
+            )
+
+    def manifest(self) -> dict[str, Any]:
+        """The prepared dataset's manifest (labels, modalities, spacing, cases).
+
+        ``validation_cases`` (a hybridvision extension of the raw dataset.json that the demo
+        datasets use) is carried over from the raw dataset when present.
+        """
+        path = self.folder / "dataset.json"
+        if not path.is_file():
+            raise InputError(f"{self.folder}: not a prepared dataset (run 'hv-med prepare')")
+        manifest = json.loads(path.read_text())
+        raw = Path(manifest.get("source_root", "")) / "dataset.json"
+        if "validation_cases" not in manifest and raw.is_file():
+            manifest["validation_cases"] = json.loads(raw.read_text()).get("validation_cases")
+        return manifest
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        from .prepare import load_prepared
+
+        cases = [
+            {"image": str(c["image"]), "label": str(c["label"]), "case": c["case"]}
+            for c in load_prepared(self.folder)
+        ]
+        train, val = split_cases(cases, self.manifest(), self.cfg.val_fraction)
+        train_tf = train_transforms(self.cfg.patch_size, self.cfg.samples_per_case)
+        train_tf.set_random_state(seed=self.seed)
+        self.train_set = CacheDataset(train, train_tf, progress=False)
+        self.val_set = CacheDataset(val, val_transforms(), progress=False)
+
+    def train_dataloader(self):  # noqa: D102
+        # Each case yields samples_per_case patches; list_data_collate flattens them.
+        return resumable_loader(
+            self.train_set,
+            self.batch_size,
+            collate_fn=list_data_collate,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        return DataLoader(self.val_set, batch_size=1, num_workers=self.num_workers)
+
+
+class SegmentationTask(HybridTask):
+    """Dice + CE training, sliding-window validation with per-class Dice."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        class_names: list[str],
+        patch_size: tuple[int, ...],
+        sw_batch_size: int,
+        sw_overlap: float,
+        **kwargs: Any,
+    ) -> None:
+        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        super().__init__(model, loss, MetricCollection({}), **kwargs)
+        self.deep_loss = DeepSupervisionLoss(loss)
+        self.class_names = class_names
+        self.patch_size, self.sw_batch_size, self.sw_overlap = patch_size, sw_batch_size, sw_overlap
+        # MONAI's cumulative metric all-gathers across DDP ranks in aggregate().
+        self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Dice + CE on a batch of patches (all deep-supervision scales when present)."""
+        output = self(batch["image"])
+        if isinstance(output, list | tuple):
+            loss = self.deep_loss(list(output), batch["label"])
+        else:
+            loss = self.loss_fn(output, batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0])  # fmt: skip
+        return loss
+
+    def infer(self, image: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits for whole volumes (gaussian blending).
+
+        Windows run on the model's device; the full-size stitching buffer stays on the input's
+        device (keep inputs on the CPU so a 512x512x300 CT fits next to a GPU model).
+        """
+        return sliding_window_inference(
+            image,
+            roi_size=self.patch_size,
+            sw_batch_size=self.sw_batch_size,
+            predictor=self.model,
+            overlap=self.sw_overlap,
+            mode="gaussian",
+            sw_device=next(self.model.parameters()).device,
+            device=image.device,
+        )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Per-volume Dice of the argmax prediction."""
+        logits = self.infer(batch["image"])
+        self.log("val/loss", self.loss_fn(logits, batch["label"]), on_epoch=True,
+                 sync_dist=True, batch_size=1)  # fmt: skip
+        classes = logits.shape[1]
+        prediction = one_hot(logits.argmax(1, keepdim=True), classes)
+        self.dice(prediction, one_hot(batch["label"].long(), classes))
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        per_class = self.dice.aggregate()
+        self.dice.reset()
+        names = self.class_names or [f"class{i}" for i in range(1, per_class.numel() + 1)]
+        for name, value in zip(names, per_class, strict=False):
+            self.log(f"val/dice_{name}", value, sync_dist=False)
+        # nnU-Net's foreground mean: classes empty everywhere (NaN) are left out.
+        self.log("val/dice", per_class.nanmean(), prog_bar=True)
+
+
+def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
+    """Module and data module for a run config (used by the hv-med CLI)."""
+    from .model import build_medical_model
+
+    data = MedicalDataModule(cfg.data, cfg.trainer.batch_size, cfg.trainer.seed,
+                             cfg.trainer.num_workers)  # fmt: skip
+    if cfg.data.dataset and not (data.folder / "dataset.json").is_file():
+        data.prepare_data()
+    manifest = data.manifest()
+    labels = {int(k): v for k, v in manifest["labels"].items()}
+    class_names = [labels[k] for k in sorted(labels) if k != 0]
+    model = build_medical_model(
+        3,
+        len(manifest["modalities"]),
+        len(labels),
+        cfg.model.preset,
+        deep_supervision=cfg.model.deep_supervision,
+        pure_cnn=cfg.model.pure_cnn,
+    )
+    task = SegmentationTask(
+        model,
+        class_names,
+        tuple(cfg.data.patch_size),
+        cfg.data.sw_batch_size,
+        cfg.data.sw_overlap,
+        optim=cfg.optim,
+        regularization=None,
+    )
+    return task, data

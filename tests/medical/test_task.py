@@ -1,0 +1,130 @@
+"""Medical task end to end: phantom and MNI demo data, hv-med prepare/train, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medical.cli import main as hv_med
+from medical.phantom import PhantomConfig, make_phantom, write_mni_demo, write_phantom_dataset
+
+SMALL = PhantomConfig(shape=(48, 48, 24), spacing=(1.0, 1.0, 2.0))
+
+
+def test_phantom_has_organs_texture_and_anisotropic_spacing(tmp_path: Path) -> None:
+    image, label = make_phantom(SMALL, seed=1)
+    assert image.shape == label.shape == SMALL.shape
+    assert set(np.unique(label)) == {0, 1, 2}
+    organ = image[label == 1]
+    assert organ.std() > 0, "texture and noise: organs are not flat"
+    assert abs(image[label == 1].mean() - image[label == 2].mean()) > 50
+    root = write_phantom_dataset(tmp_path / "ph", num_cases=2, cfg=SMALL)
+    header = nib.load(str(root / "imagesTr" / "phantom_000.nii.gz")).header
+    assert tuple(float(z) for z in header.get_zooms()) == (1.0, 1.0, 2.0)
+    manifest = json.loads((root / "dataset.json").read_text())
+    assert manifest["numTraining"] == 2 and manifest["labels"]["2"] == "organ2"
+
+
+def test_mni_demo_slabs_share_no_voxels(tmp_path: Path) -> None:
+    root = write_mni_demo(tmp_path / "mni")
+    manifest = json.loads((root / "dataset.json").read_text())
+    assert manifest["validation_cases"] == ["mni_slab2"]
+    ranges = []
+    for entry in manifest["training"]:
+        label_file = nib.load(str(root / entry["label"]))
+        labels = np.asarray(label_file.dataobj)
+        assert set(np.unique(labels)) == {0, 1, 2}
+        z0 = label_file.affine[2, 3]
+        ranges.append((z0, z0 + label_file.affine[2, 2] * (labels.shape[2] - 1)))
+    ranges.sort()
+    for (_, top), (bottom, _) in zip(ranges, ranges[1:], strict=False):
+        assert bottom > top, "slabs must not overlap"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Phantom dataset, prepared and trained for two short epochs (shared by tests)."""
+    tmp_path = tmp_path_factory.mktemp("med")
+    raw = write_phantom_dataset(tmp_path / "Phantoms", num_cases=3, cfg=SMALL)
+    prepared = tmp_path / "prepared"
+    assert hv_med(["prepare", str(raw), "-o", str(prepared), "--workers", "1"]) == 0
+    code = hv_med([
+        "train", "--data.prepared", str(prepared), "--data.patch_size", "[32, 32, 32]",
+        "--trainer.batch_size", "1", "--trainer.max_epochs", "2", "--optim.lr", "3e-3",
+        "--trainer.progress", "false", "--run.runs_dir", str(tmp_path / "runs"),
+        "--run.name", "ph",
+    ])  # fmt: skip
+    assert code == 0
+    return tmp_path
+
+
+def test_prepare_and_train_on_phantoms(trained: Path) -> None:
+    tmp_path = trained
+    summary = json.loads((tmp_path / "runs" / "ph" / "summary.json").read_text())
+    assert summary["headline_metric"] == "val/dice"
+    metrics = summary["final_metrics"]
+    assert {"val/dice", "val/dice_organ1", "val/dice_organ2"} <= set(metrics)
+    assert 0.0 <= metrics["val/dice"] <= 1.0
+    assert (tmp_path / "runs" / "ph" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data.dataset", "/no/such/dataset"], "/no/such/dataset: folder not found"),
+        (["train"], "give --data.dataset"),
+        (["train", "--data.prepared", ".", "--data.patch_size", "[40, 32, 32]"], "multiples of 32"),
+        (["prepare", "/no/such/raw", "-o", "/tmp/x"], "/no/such/raw"),
+        (["evaluate", "/no/pred", "/no/gt", "-o", "/tmp/x"], "/no/pred: folder not found"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(argv: list[str], message: str, capsys) -> None:
+    assert hv_med(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_predict_writes_labels_in_the_input_geometry(trained: Path, tmp_path: Path) -> None:
+    checkpoint = trained / "runs" / "ph" / "checkpoints" / "best.ckpt"
+    source = trained / "Phantoms" / "imagesTr" / "phantom_002.nii.gz"
+    ras = nib.load(str(source))
+    # The same scan stored LPS: flip the first two axes and fix the affine to match.
+    data = np.asarray(ras.dataobj)[::-1, ::-1].copy()
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [(data.shape[0] - 1), (data.shape[1] - 1)]
+    lps_dir = tmp_path / "lps"
+    lps_dir.mkdir()
+    nib.save(nib.Nifti1Image(data, ras.affine @ flip), str(lps_dir / "phantom_lps.nii.gz"))
+    out = tmp_path / "pred"
+    assert hv_med(["predict", str(source), str(lps_dir), "-o", str(out),
+                   "--checkpoint", str(checkpoint), "--tta"]) == 0  # fmt: skip
+    first = nib.load(str(out / "phantom_002.nii.gz"))
+    second = nib.load(str(out / "phantom_lps.nii.gz"))
+    assert first.shape == ras.shape and np.allclose(first.affine, ras.affine)
+    assert second.shape == data.shape and np.allclose(second.affine, ras.affine @ flip)
+    labels = np.asarray(first.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2}
+    # Same anatomy, other storage order: the prediction must follow the voxels.
+    np.testing.assert_array_equal(np.asarray(second.dataobj)[::-1, ::-1], labels)
+    assert not list(out.glob("*.tmp"))
+
+
+def test_predict_refuses_to_overwrite_inputs(trained: Path, capsys) -> None:
+    images = trained / "Phantoms" / "imagesTr"
+    checkpoint = trained / "runs" / "ph" / "checkpoints" / "best.ckpt"
+    code = hv_med(["predict", str(images), "-o", str(images), "--checkpoint", str(checkpoint)])
+    assert code == 2
+    assert "would overwrite an input" in capsys.readouterr().err
+
+
+def test_evaluate_folders_through_the_cli(trained: Path, tmp_path: Path, capsys) -> None:
+    labels = trained / "Phantoms" / "labelsTr"
+    code = hv_med(["evaluate", str(labels), str(labels), "-o", str(tmp_path / "ev"),
+                   "--dataset-json", str(trained / "Phantoms" / "dataset.json")])  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["foreground_mean"]["dice"] == pytest.approx(1.0)
