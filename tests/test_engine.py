@@ -81,8 +81,9 @@ def test_unknown_command_and_help(capsys) -> None:
     assert "train" in capsys.readouterr().out
 
 
-def test_bf16_mixed_trains_with_fp32_attention(tmp_path: Path) -> None:
-    run = _train(tmp_path, "bf16", "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed")
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_with_fp32_attention(tmp_path: Path, precision: str) -> None:
+    run = _train(tmp_path, "mixed", "--trainer.max_epochs", "1", "--trainer.precision", precision)
     summary = json.loads((run / "summary.json").read_text())
     assert np.isfinite(summary["final_metrics"]["train/loss_epoch"])
 
