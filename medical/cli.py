@@ -114,6 +114,7 @@ SPEC = TaskSpec(
     headline="val/dice",
     mode="max",
     validate=_validate,
+    bench=lambda argv: _bench(argv),
     commands={
         "prepare": ("preprocess a raw MSD/nnU-Net dataset: DATASET -o PREPARED", prepare_main),
         "evaluate": ("Dice/HD95 of predictions against references: PRED GT -o OUT", evaluate_main),
@@ -123,6 +124,12 @@ SPEC = TaskSpec(
         ),
     },
 )
+
+
+def _bench(argv: Sequence[str]) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(argv)
 
 
 def _predict(argv: Sequence[str]) -> int:
