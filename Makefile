@@ -12,9 +12,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing hybridvision and its dependencies into $(VENV) (first time: 2-3 minutes)..."
-	@$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-	@$(PY) -m pip install --quiet --progress-bar off -e ".[dev]" 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
-	@$(PY) -c "import shared" || { echo "install failed: see the pip output above"; exit 1; }
+	@$(PY) -m pip install --quiet --upgrade pip > $(VENV)/install.log 2>&1 || true
+	@$(PY) -m pip install --progress-bar off -e ".[dev]" >> $(VENV)/install.log 2>&1 \
+		|| { tail -40 $(VENV)/install.log; echo "install failed: full log in $(VENV)/install.log"; exit 1; }
+	@$(PY) -c "import shared, medical.cli" || { echo "install incomplete: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
