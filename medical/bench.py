@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset, args.steps, args.patch = "phantom", 2, [32, 32, 32]
-    command = "hv-med bench " + " ".join(shlex.quote(a) for a in argv)
+    command = " ".join(["hv-med bench", *(shlex.quote(a) for a in argv)])
     console = Console()
     results, facts = run_bench(
         args.dataset,

@@ -7,6 +7,7 @@ reference folder, nnU-Net style) replace the chassis defaults with medical ones.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ from shared.engine.io import InputError
 from .task import MedicalDataConfig, MedicalModelConfig, build_task
 
 __all__ = ["main", "SPEC"]
+
+# MONAI logs this once per reader on every machine without NVIDIA's decoder; it changes nothing.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
 def _spacing(text: str) -> tuple[float, float, float]:

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m medical.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo/medical"))
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps-per-epoch", type=int, default=10)
     args = parser.parse_args(argv)
     return run_demo(args.out, args.epochs, args.steps_per_epoch)
