@@ -24,7 +24,13 @@ from scipy import ndimage
 
 from shared.engine.io import atomic_write, atomic_write_json
 
-__all__ = ["PhantomConfig", "make_phantom", "write_phantom_dataset", "write_mni_demo"]
+__all__ = [
+    "PhantomConfig",
+    "make_phantom",
+    "write_dicom_series",
+    "write_mni_demo",
+    "write_phantom_dataset",
+]
 
 MNI_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -161,3 +167,39 @@ def write_mni_demo(root: Path, num_train_slabs: int = 2, downsample: int = 2) ->
         cases.append((case_id, image[..., start:stop], label[..., start:stop], slab_affine))
     labels = {0: "background", 1: "grey_matter", 2: "white_matter"}
     return _write_msd(root, "MNI152Brain", "MRI", labels, cases, [cases[-1][0]])
+
+
+def write_dicom_series(
+    volume: np.ndarray, folder: Path, spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)
+) -> Path:
+    """Write an ``(X, Y, Z)`` int16 volume as a CT DICOM series (one file per Z slice).
+
+    Pixel rows run along Y and columns along X; the patient axes follow DICOM's LPS convention.
+    For tests and demos of DICOM input; real series come from scanners.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(volume, dtype=np.int16)
+    series, study = generate_uid(), generate_uid()
+    for k in range(data.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study, series, "CT"
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, spacing[2] * k]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [spacing[1], spacing[0]]  # row spacing (Y), column spacing (X)
+        ds.SliceThickness = spacing[2]
+        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.ascontiguousarray(data[:, :, k].T).tobytes()
+        ds.save_as(folder / f"slice_{k:04d}.dcm", enforce_file_format=True)
+    return folder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from rich.progress import Progress
 from shared.cli import OneLineArgumentParser, load_run
 from shared.engine.io import InputError, atomic_write
 
+from .data import read_dicom_series
 from .prepare import build_pipeline
 
 __all__ = ["collect_inputs", "predict_main", "segment"]
@@ -86,31 +88,46 @@ def _tta_probabilities(task, image: torch.Tensor, flips: bool) -> torch.Tensor:
     return total / len(axes_sets)
 
 
+def _nifti_input(source: Path, scratch: Path) -> Path:
+    """NIfTI files pass through; a DICOM series becomes a NIfTI with its RAS affine."""
+    if not source.is_dir():
+        return source
+    array, affine = read_dicom_series(source)
+    converted = scratch / f"{source.name}.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine), str(converted))
+    return converted
+
+
 def segment(
     task, manifest: dict, source: Path, flips: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label map (and probabilities) of one input in its original geometry, plus its affine."""
+    """Label map, class probabilities (C first) and affine, all in the input's own geometry."""
     pipeline = build_pipeline(manifest["target_spacing"], manifest["normalization"], False)
-    try:
-        item = pipeline({"image": str(source)})
-    except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
-        raise InputError(
-            f"{source}: could not be read or preprocessed ({type(err).__name__})"
-        ) from None
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            item = pipeline({"image": str(_nifti_input(source, Path(scratch)))})
+        except InputError:
+            raise
+        except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
+            raise InputError(
+                f"{source}: could not be read or preprocessed ({type(err).__name__})"
+            ) from None
     image = item["image"]
     expected = len(manifest["modalities"])
     if image.shape[0] != expected:
         raise InputError(f"{source}: {image.shape[0]} channel(s), the model expects {expected}")
     with torch.inference_mode():
         probs = _tta_probabilities(task, image.unsqueeze(0).as_tensor().float(), flips)[0]
-    item["pred"] = type(image)(probs.argmax(0, keepdim=True).float(), meta=image.meta)
-    item["pred"].applied_operations = list(image.applied_operations)
-    inverted = Invertd(keys="pred", transform=pipeline, orig_keys="image", nearest_interp=True)(
-        item
-    )
+    # Both maps carry the image's transform history, so Invertd can undo crop, spacing, RAS.
+    for key, value in (("pred", probs.argmax(0, keepdim=True).float()), ("probs", probs)):
+        item[key] = type(image)(value, meta=image.meta)
+        item[key].applied_operations = list(image.applied_operations)
+    inverted = Invertd(
+        keys=["pred", "probs"], transform=pipeline, orig_keys="image", nearest_interp=[True, False]
+    )(item)
     label = inverted["pred"][0].numpy().round().astype(np.uint8)
     affine = np.asarray(image.meta["original_affine"], dtype=np.float64)
-    return label, probs.numpy(), affine
+    return label, inverted["probs"].numpy().astype(np.float32), affine
 
 
 def predict_main(spec, argv: Sequence[str]) -> int:
@@ -121,7 +138,9 @@ def predict_main(spec, argv: Sequence[str]) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a run's .ckpt file")
     parser.add_argument("--tta", action="store_true", help="average over flips on 3 axes")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
-    parser.add_argument("--probabilities", action="store_true", help="also save probabilities")
+    parser.add_argument(
+        "--probabilities", action="store_true", help="also save class probabilities (4D NIfTI)"
+    )
     args, rest = parser.parse_known_args(list(argv))
     sources = collect_inputs(args.inputs)
     targets = {s: args.out / f"{_case_name(s)}.nii.gz" for s in sources}
@@ -141,8 +160,9 @@ def predict_main(spec, argv: Sequence[str]) -> int:
             label, probs, affine = segment(task, manifest, source, args.tta)
             _save_nifti(target, label, affine)
             if args.probabilities:
-                probs_file = target.with_name(target.name.replace(".nii.gz", "_probs.npy"))
-                atomic_write(probs_file, lambda tmp, p=probs: np.save(tmp.open("wb"), p))
+                # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
+                probs_file = target.with_name(target.name.replace(".nii.gz", "_probs.nii.gz"))
+                _save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
             progress.advance(job)
     labels = json.dumps(manifest["labels"])
     console.print(f"hv-med predict: {len(sources)} input(s) -> {args.out}/ (labels {labels})")

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from medical.cli import main as hv_med
-from medical.phantom import PhantomConfig, make_phantom, write_mni_demo, write_phantom_dataset
+from medical.data import read_dicom_series
+from medical.phantom import (
+    PhantomConfig,
+    make_phantom,
+    write_dicom_series,
+    write_mni_demo,
+    write_phantom_dataset,
+)
 
 SMALL = PhantomConfig(shape=(48, 48, 24), spacing=(1.0, 1.0, 2.0))
 
@@ -128,3 +135,20 @@ def test_evaluate_folders_through_the_cli(trained: Path, tmp_path: Path, capsys)
     assert code == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["foreground_mean"]["dice"] == pytest.approx(1.0)
+
+
+def test_predict_dicom_series_and_probability_maps(trained: Path, tmp_path: Path) -> None:
+    checkpoint = trained / "runs" / "ph" / "checkpoints" / "best.ckpt"
+    image, _ = make_phantom(SMALL, seed=7)
+    series = write_dicom_series(image.astype(np.int16), tmp_path / "series_001", (1.0, 1.0, 2.0))
+    expected_array, expected_affine = read_dicom_series(series)
+    out = tmp_path / "pred"
+    code = hv_med(["predict", str(series), "-o", str(out), "--checkpoint", str(checkpoint),
+                   "--probabilities"])  # fmt: skip
+    assert code == 0
+    labels = nib.load(str(out / "series_001.nii.gz"))
+    assert labels.shape == expected_array.shape
+    np.testing.assert_allclose(labels.affine, expected_affine, atol=1e-5)
+    probabilities = nib.load(str(out / "series_001_probs.nii.gz"))
+    assert probabilities.shape == (*expected_array.shape, 3)
+    np.testing.assert_allclose(np.asarray(probabilities.dataobj).sum(-1), 1.0, atol=1e-3)
