@@ -119,6 +119,7 @@ SPEC = TaskSpec(
     mode="max",
     validate=_validate,
     bench=lambda argv: _bench(argv),
+    example_input=lambda cfg: _example_input(cfg),
     commands={
         "prepare": ("preprocess a raw MSD/nnU-Net dataset: DATASET -o PREPARED", prepare_main),
         "evaluate": ("Dice/HD95 of predictions against references: PRED GT -o OUT", evaluate_main),
@@ -128,6 +129,16 @@ SPEC = TaskSpec(
         ),
     },
 )
+
+
+def _example_input(cfg: RunConfig):
+    """One patch-sized input with the prepared dataset's channel count (for export)."""
+    import torch
+
+    from .task import MedicalDataModule
+
+    channels = len(MedicalDataModule(cfg.data, 1, 0).manifest()["modalities"])
+    return torch.randn(1, channels, *cfg.data.patch_size)
 
 
 def _bench(argv: Sequence[str]) -> int:

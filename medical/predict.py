@@ -139,6 +139,9 @@ def predict_main(spec, argv: Sequence[str]) -> int:
     parser.add_argument("--tta", action="store_true", help="average over flips on 3 axes")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
     parser.add_argument(
+        "--device", default="auto", help="where windows run: auto (GPU if present), cpu, cuda:0"
+    )
+    parser.add_argument(
         "--probabilities", action="store_true", help="also save class probabilities (4D NIfTI)"
     )
     args, rest = parser.parse_known_args(list(argv))
@@ -151,7 +154,9 @@ def predict_main(spec, argv: Sequence[str]) -> int:
     cfg, task, data = load_run(spec, args.checkpoint, rest, "predict")
     if args.overlap is not None:
         task.sw_overlap = args.overlap
-    task.eval()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    # Windows run on `device`; whole volumes and the stitching buffer stay on the CPU.
+    task.to("cpu" if device == "auto" else device).eval()
     manifest = data.manifest()
     console = Console()
     with Progress(console=console, transient=True) as progress:

@@ -152,3 +152,13 @@ def test_predict_dicom_series_and_probability_maps(trained: Path, tmp_path: Path
     probabilities = nib.load(str(out / "series_001_probs.nii.gz"))
     assert probabilities.shape == (*expected_array.shape, 3)
     np.testing.assert_allclose(np.asarray(probabilities.dataobj).sum(-1), 1.0, atol=1e-3)
+
+
+def test_export_hybrid_unet(trained: Path, tmp_path: Path) -> None:
+    import torch
+
+    checkpoint = trained / "runs" / "ph" / "checkpoints" / "best.ckpt"
+    target = tmp_path / "unet.pt2"
+    assert hv_med(["export", "--checkpoint", str(checkpoint), "-o", str(target)]) == 0
+    program = torch.export.load(target)
+    assert program.module()(torch.randn(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
