@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -28,7 +30,7 @@ from shared.engine.io import InputError, atomic_write
 from .data import read_dicom_series
 from .prepare import build_pipeline
 
-__all__ = ["collect_inputs", "predict_main", "segment"]
+__all__ = ["ScanInput", "collect_inputs", "predict_main", "segment"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -51,24 +53,60 @@ def _case_name(path: Path) -> str:
     return name
 
 
-def collect_inputs(paths: Sequence[Path]) -> list[Path]:
-    """NIfTI files and DICOM series folders named by ``paths`` (folders are searched once)."""
-    found: list[Path] = []
+@dataclass
+class ScanInput:
+    """One scan: a NIfTI file, nnU-Net channel files ``<case>_<XXXX>``, or a DICOM folder."""
+
+    name: str
+    files: list[Path]
+
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
+
+
+def _group_nifti(files: list[Path]) -> list[ScanInput]:
+    """nnU-Net channel files (``case_0000``, ``case_0001`` ...) become one multi-channel scan."""
+    grouped: dict[str, list[tuple[int, Path]]] = {}
+    singles = []
+    for file in files:
+        match = _CHANNEL_FILE.match(file.name)
+        if match:
+            grouped.setdefault(match["case"], []).append((int(match["channel"]), file))
+        else:
+            singles.append(ScanInput(_case_name(file), [file]))
+    scans = []
+    for case, channels in grouped.items():
+        channels.sort()
+        indexes = [index for index, _ in channels]
+        if indexes != list(range(len(indexes))):
+            raise InputError(
+                f"{channels[0][1].parent / case}: channel files {indexes} are not "
+                f"0..{len(indexes) - 1}"
+            )
+        scans.append(ScanInput(case, [file for _, file in channels]))
+    return sorted(singles + scans, key=lambda scan: scan.name)
+
+
+def collect_inputs(paths: Sequence[Path]) -> list[ScanInput]:
+    """Scans named by ``paths``: NIfTI files, folders of them, DICOM series folders."""
+    nifti: list[Path] = []
+    scans: list[ScanInput] = []
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: input not found")
         if path.is_file():
             if not _is_nifti(path):
                 raise InputError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
-            found.append(path)
+            nifti.append(path)
         elif _is_dicom_dir(path):
-            found.append(path)
+            scans.append(ScanInput(path.name, [path]))
         else:
             inner = sorted(p for p in path.iterdir() if _is_nifti(p) or _is_dicom_dir(p))
             if not inner:
                 raise InputError(f"{path}: no NIfTI files or DICOM series inside")
-            found += inner
-    return found
+            nifti += [p for p in inner if p.is_file()]
+            scans += [ScanInput(p.name, [p]) for p in inner if p.is_dir()]
+    return sorted(scans + _group_nifti(nifti), key=lambda scan: scan.name)
 
 
 def _save_nifti(target: Path, array: np.ndarray, affine: np.ndarray) -> None:
@@ -88,34 +126,39 @@ def _tta_probabilities(task, image: torch.Tensor, flips: bool) -> torch.Tensor:
     return total / len(axes_sets)
 
 
-def _nifti_input(source: Path, scratch: Path) -> Path:
-    """NIfTI files pass through; a DICOM series becomes a NIfTI with its RAS affine."""
+def _pipeline_input(scan: ScanInput, scratch: Path) -> str | list[str]:
+    """NIfTI files pass through (a list for channel files); a DICOM series becomes a NIfTI."""
+    if len(scan.files) > 1:
+        return [str(file) for file in scan.files]
+    source = scan.files[0]
     if not source.is_dir():
-        return source
+        return str(source)
     array, affine = read_dicom_series(source)
     converted = scratch / f"{source.name}.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine), str(converted))
-    return converted
+    return str(converted)
 
 
 def segment(
-    task, manifest: dict, source: Path, flips: bool
+    task, manifest: dict, scan: ScanInput, flips: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label map, class probabilities (C first) and affine, all in the input's own geometry."""
     pipeline = build_pipeline(manifest["target_spacing"], manifest["normalization"], False)
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            item = pipeline({"image": str(_nifti_input(source, Path(scratch)))})
+            item = pipeline({"image": _pipeline_input(scan, Path(scratch))})
         except InputError:
             raise
         except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
             raise InputError(
-                f"{source}: could not be read or preprocessed ({type(err).__name__})"
+                f"{scan.files[0]}: could not be read or preprocessed ({type(err).__name__})"
             ) from None
     image = item["image"]
     expected = len(manifest["modalities"])
     if image.shape[0] != expected:
-        raise InputError(f"{source}: {image.shape[0]} channel(s), the model expects {expected}")
+        raise InputError(
+            f"{scan.files[0]}: {image.shape[0]} channel(s), the model expects {expected}"
+        )
     with torch.inference_mode():
         probs = _tta_probabilities(task, image.unsqueeze(0).as_tensor().float(), flips)[0]
     # Both maps carry the image's transform history, so Invertd can undo crop, spacing, RAS.
@@ -146,9 +189,9 @@ def predict_main(spec, argv: Sequence[str]) -> int:
     )
     args, rest = parser.parse_known_args(list(argv))
     sources = collect_inputs(args.inputs)
-    targets = {s: args.out / f"{_case_name(s)}.nii.gz" for s in sources}
-    resolved_inputs = {s.resolve() for s in sources}
-    for target in targets.values():
+    targets = [(scan, args.out / f"{scan.name}.nii.gz") for scan in sources]
+    resolved_inputs = {file.resolve() for scan in sources for file in scan.files}
+    for _, target in targets:
         if target.resolve() in resolved_inputs:
             raise InputError(f"{target}: would overwrite an input; choose another -o")
     cfg, task, data = load_run(spec, args.checkpoint, rest, "predict")
@@ -161,8 +204,8 @@ def predict_main(spec, argv: Sequence[str]) -> int:
     console = Console()
     with Progress(console=console, transient=True) as progress:
         job = progress.add_task("segmenting", total=len(sources))
-        for source, target in targets.items():
-            label, probs, affine = segment(task, manifest, source, args.tta)
+        for scan, target in targets:
+            label, probs, affine = segment(task, manifest, scan, args.tta)
             _save_nifti(target, label, affine)
             if args.probabilities:
                 # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).

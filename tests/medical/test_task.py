@@ -162,3 +162,36 @@ def test_export_hybrid_unet(trained: Path, tmp_path: Path) -> None:
     assert hv_med(["export", "--checkpoint", str(checkpoint), "-o", str(target)]) == 0
     program = torch.export.load(target)
     assert program.module()(torch.randn(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+
+
+def test_predict_groups_nnunet_channel_files(tmp_path: Path) -> None:
+    """A two-channel nnU-Net dataset: train briefly, then predict imagesTs channel files."""
+    root = tmp_path / "Dataset001_Two"
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / folder).mkdir(parents=True)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    for index in range(3):
+        image, label = make_phantom(SMALL, seed=20 + index)
+        split = "imagesTs" if index == 2 else "imagesTr"
+        for channel, data in enumerate((image, image[::-1].copy())):
+            name = f"case{index}_{channel:04d}.nii.gz"
+            nib.save(nib.Nifti1Image(data, affine), str(root / split / name))
+        if split == "imagesTr":
+            nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / f"case{index}.nii.gz"))
+    labels = {"background": 0, "organ1": 1, "organ2": 2}
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T2"}, "labels": labels, "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }))  # fmt: skip
+    assert hv_med([
+        "train", "--data.dataset", str(root), "--data.prepared", str(tmp_path / "prep"),
+        "--data.patch_size", "[32, 32, 32]", "--data.val_fraction", "0.5",
+        "--trainer.batch_size", "1", "--trainer.max_epochs", "1", "--trainer.progress", "false",
+        "--run.runs_dir", str(tmp_path / "runs"), "--run.name", "two",
+    ]) == 0  # fmt: skip
+    checkpoint = tmp_path / "runs" / "two" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "pred"
+    assert hv_med(["predict", str(root / "imagesTs"), "-o", str(out),
+                   "--checkpoint", str(checkpoint)]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["case2.nii.gz"]
+    assert nib.load(str(out / "case2.nii.gz")).shape == SMALL.shape
