@@ -249,19 +249,25 @@ def _split_checkpoint(argv: list[str], command: str) -> tuple[Path, list[str]]:
     return Path(argv[index + 1]), argv[:index] + argv[index + 2 :]
 
 
-def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
-    checkpoint, rest = _split_checkpoint(argv, "evaluate")
-    cfg, module, datamodule = load_run(spec, checkpoint, rest, "evaluate")
-    trainer = pl.Trainer(
+def _inference_trainer(cfg: RunConfig, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+    """A Trainer for validate/predict on the run's devices, without logs or checkpoints."""
+    return pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=parse_devices(cfg.trainer.devices),
         num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision,
         logger=False,
+        callbacks=callbacks or [],
         enable_progress_bar=cfg.trainer.progress,
         enable_model_summary=False,
     )
+
+
+def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    checkpoint, rest = _split_checkpoint(argv, "evaluate")
+    cfg, module, datamodule = load_run(spec, checkpoint, rest, "evaluate")
+    trainer = _inference_trainer(cfg)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     if trainer.is_global_zero:
         out = checkpoint.parent.parent / "evaluation.json"
@@ -327,17 +333,7 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
         dataset, batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers
     )
     writer = PredictionFileWriter(out_dir, spec.prediction_suffix, spec.write_prediction)
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=parse_devices(cfg.trainer.devices),
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        logger=False,
-        callbacks=[writer],
-        enable_progress_bar=cfg.trainer.progress,
-        enable_model_summary=False,
-    )
+    trainer = _inference_trainer(cfg, [writer])
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.is_global_zero:
         console.print(f"{spec.prog} predict: {len(files)} inputs -> {out_dir}/")

@@ -17,6 +17,7 @@ from medical.data import (
     ras_spacing_and_shape,
     read_dicom_series,
 )
+from medical.phantom import write_dicom_series
 from shared.engine.io import InputError
 
 SHAPE = (24, 20, 16)
@@ -240,32 +241,13 @@ def test_unexpected_4d_images(tmp_path: Path) -> None:
 
 
 def _write_dicom_series(folder: Path, slices: int = 3) -> np.ndarray:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True)
     volume = np.arange(slices * 5 * 4, dtype=np.int16).reshape(slices, 5, 4)  # (slice, row, col)
-    series, study = generate_uid(), generate_uid()
-    for k in range(slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study, series, "CT"
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [0.8, 0.7]  # row spacing, column spacing
-        ds.SliceThickness = 2.0
-        ds.Rows, ds.Columns = 5, 4
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = volume[k].tobytes()
-        # Written out of order: the reader must sort by InstanceNumber.
-        ds.save_as(folder / f"slice_{slices - k}.dcm", enforce_file_format=True)
+    # write_dicom_series takes (X=column, Y=row, Z=slice) and spacing (column, row, slice).
+    write_dicom_series(volume.transpose(2, 1, 0), folder, spacing=(0.7, 0.8, 2.0))
+    # Reverse the file names: the reader must sort by InstanceNumber, not by file name.
+    files = sorted(folder.glob("*.dcm"))
+    for index, file in enumerate(files):
+        file.rename(folder / f"tmp_{len(files) - index}.dcm")
     return volume
 
 
