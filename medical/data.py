@@ -9,6 +9,7 @@ only validate (or only build CLIs) should not pay for it.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import warnings
@@ -22,9 +23,10 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
-from shared.engine.io import InputError
+from shared.engine.io import InputError, atomic_write
 
 __all__ = [
+    "save_nifti",
     "Case",
     "CaseArrays",
     "MedicalDataset",
@@ -588,3 +590,9 @@ def _load_dicom_with_monai(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # pixel data problems surface deep inside pydicom/MONAI
         raise InputError(f"{folder}: DICOM series could not be read: {err}") from None
     return np.asarray(image), np.asarray(image.affine, dtype=np.float64)
+
+
+def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``array`` as a gzipped NIfTI atomically (temporary file, then rename)."""
+    payload = gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=1)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload))

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,7 +21,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from shared.engine.io import atomic_write, atomic_write_json
+from shared.engine.io import atomic_write_json
+
+from .data import save_nifti
 
 __all__ = [
     "PhantomConfig",
@@ -85,11 +86,6 @@ def _affine(spacing: tuple[float, float, float]) -> np.ndarray:
     return np.diag([*spacing, 1.0])
 
 
-def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    payload = gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=1)
-    atomic_write(path, lambda tmp: tmp.write_bytes(payload))
-
-
 def _write_msd(
     root: Path,
     name: str,
@@ -99,8 +95,8 @@ def _write_msd(
     validation: list[str],
 ) -> Path:
     for case_id, image, label, affine in cases:
-        _save_nifti(root / "imagesTr" / f"{case_id}.nii.gz", image, affine)
-        _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", label, affine)
+        save_nifti(root / "imagesTr" / f"{case_id}.nii.gz", image, affine)
+        save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", label, affine)
     manifest = {
         "name": name,
         "modality": {"0": modality},

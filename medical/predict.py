@@ -9,7 +9,6 @@ the label map is written with the input's original shape, spacing and affine.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import tempfile
@@ -25,9 +24,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from shared.cli import OneLineArgumentParser, load_run
-from shared.engine.io import InputError, atomic_write
+from shared.engine.io import InputError
 
-from .data import read_dicom_series
+from .data import read_dicom_series, save_nifti
 from .prepare import build_pipeline
 
 __all__ = ["ScanInput", "collect_inputs", "predict_main", "segment"]
@@ -107,11 +106,6 @@ def collect_inputs(paths: Sequence[Path]) -> list[ScanInput]:
             nifti += [p for p in inner if p.is_file()]
             scans += [ScanInput(p.name, [p]) for p in inner if p.is_dir()]
     return sorted(scans + _group_nifti(nifti), key=lambda scan: scan.name)
-
-
-def _save_nifti(target: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    payload = gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=3)
-    atomic_write(target, lambda tmp: tmp.write_bytes(payload))
 
 
 def _tta_probabilities(task, image: torch.Tensor, flips: bool) -> torch.Tensor:
@@ -206,11 +200,11 @@ def predict_main(spec, argv: Sequence[str]) -> int:
         job = progress.add_task("segmenting", total=len(sources))
         for scan, target in targets:
             label, probs, affine = segment(task, manifest, scan, args.tta)
-            _save_nifti(target, label, affine)
+            save_nifti(target, label, affine)
             if args.probabilities:
                 # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
                 probs_file = target.with_name(target.name.replace(".nii.gz", "_probs.nii.gz"))
-                _save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
+                save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
             progress.advance(job)
     labels = json.dumps(manifest["labels"])
     console.print(f"hv-med predict: {len(sources)} input(s) -> {args.out}/ (labels {labels})")

@@ -10,7 +10,7 @@ foreground mean (``val/dice``, the headline metric that picks the best checkpoin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class MedicalModelConfig:
     deep_supervision: bool = False
     pure_cnn: bool = False
     """Attention removed, widened to matched parameters (benchmark baseline)."""
-    class_names: list[str] = field(default_factory=list)
 
 
 def prepared_dir(cfg: MedicalDataConfig) -> Path:

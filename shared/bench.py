@@ -44,7 +44,6 @@ __all__ = [
     "run_backbone",
     "time_inference",
     "time_train_step",
-    "write_atomic",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +73,7 @@ class ModelSpec:
 
 
 def _timm(name: str, *, img_size: bool = False) -> Callable[[int], nn.Module]:
-    """Builder for a timm model with random weights (never downloads anything)."""
+    """Builder for a timm model with random weights (random initialisation only)."""
 
     def build(size: int) -> nn.Module:
         # No ``import shared`` needed for the hybrid_* names: this module lives in the package,
@@ -567,11 +566,6 @@ def _plot_point(ax: Any, result: BenchResult) -> None:
     )
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
-    atomic_write_bytes(path, data)
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shared.bench",
         description="Benchmarks for hybridvision. Run from the repository root; CPU, fp32, "
-        "random weights (nothing is downloaded).",
+        "random weights only.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     description = "\n\n".join(
@@ -799,9 +793,9 @@ def run_backbone(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "results": [asdict(r) for r in results],
     }
     _print_report(console, report, results)
-    write_atomic(out_dir / "backbone.json", (json.dumps(report, indent=2) + "\n").encode())
-    write_atomic(out_dir / "backbone.md", markdown_report(report, results).encode())
-    write_atomic(out_dir / "backbone.png", plot_png(results))
+    atomic_write_bytes(out_dir / "backbone.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(out_dir / "backbone.md", markdown_report(report, results).encode())
+    atomic_write_bytes(out_dir / "backbone.png", plot_png(results))
     console.print(f"Results written to {out_dir}/backbone.{{md,json,png}}")
     return 1 if any(r.error for r in results) else 0
 
@@ -904,7 +898,7 @@ def run_engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
     console.print(f"{verdict}: engine / bare = {result['ratio']:.3f} (target < 1.10)")
     console.print(f"reproduce: {command}")
     report = {"command": command, "machine": machine_info(), **result, "verdict": verdict}
-    write_atomic(args.out_dir / "engine.json", json.dumps(report, indent=2).encode())
+    atomic_write_bytes(args.out_dir / "engine.json", json.dumps(report, indent=2).encode())
     markdown = (
         "# Engine overhead\n\n"
         f"- Date: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
@@ -921,7 +915,7 @@ def run_engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         + f"\n**engine / bare = {result['ratio']:.3f}** ({verdict}, target < 1.10)\n"
     )
-    write_atomic(args.out_dir / "engine.md", markdown.encode())
+    atomic_write_bytes(args.out_dir / "engine.md", markdown.encode())
     console.print(f"results: {args.out_dir / 'engine.md'}, {args.out_dir / 'engine.json'}")
     return 0
 

@@ -242,11 +242,18 @@ def load_run(
     return cfg, module, datamodule
 
 
-def _split_checkpoint(argv: list[str], command: str) -> tuple[Path, list[str]]:
-    if "--checkpoint" not in argv or argv.index("--checkpoint") + 1 >= len(argv):
-        raise InputError(f"{command} needs --checkpoint runs/<name>/checkpoints/best.ckpt")
-    index = argv.index("--checkpoint")
+def _take_option(argv: list[str], flag: str, requirement: str) -> tuple[Path, list[str]]:
+    """Remove ``flag VALUE`` from ``argv``; ``InputError(requirement)`` when it is missing."""
+    if flag not in argv or argv.index(flag) + 1 >= len(argv):
+        raise InputError(requirement)
+    index = argv.index(flag)
     return Path(argv[index + 1]), argv[:index] + argv[index + 2 :]
+
+
+def _split_checkpoint(argv: list[str], command: str) -> tuple[Path, list[str]]:
+    return _take_option(
+        argv, "--checkpoint", f"{command} needs --checkpoint runs/<name>/checkpoints/best.ckpt"
+    )
 
 
 def _inference_trainer(cfg: RunConfig, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
@@ -305,11 +312,7 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
     if spec.predict_dataset is None or spec.write_prediction is None:
         raise InputError(f"{spec.prog} has no predict command yet")
     checkpoint, rest = _split_checkpoint(argv, "predict")
-    if "-o" not in rest or rest.index("-o") + 1 >= len(rest):
-        raise InputError("predict needs -o OUTPUT_DIR")
-    index = rest.index("-o")
-    out_dir = Path(rest[index + 1])
-    rest = rest[:index] + rest[index + 2 :]
+    out_dir, rest = _take_option(rest, "-o", "predict needs -o OUTPUT_DIR")
     inputs = []
     while rest and not rest[0].startswith("--"):
         inputs.append(Path(rest.pop(0)))
@@ -344,11 +347,7 @@ def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
     if spec.example_input is None:
         raise InputError(f"{spec.prog} has no export command yet")
     checkpoint, rest = _split_checkpoint(argv, "export")
-    if "-o" not in rest or rest.index("-o") + 1 >= len(rest):
-        raise InputError("export needs -o OUTPUT.pt2")
-    index = rest.index("-o")
-    target = Path(rest[index + 1])
-    rest = rest[:index] + rest[index + 2 :]
+    target, rest = _take_option(rest, "-o", "export needs -o OUTPUT.pt2")
     cfg, module, _ = load_run(spec, checkpoint, rest, "export")
     model = module.model.eval()
     example = spec.example_input(cfg)

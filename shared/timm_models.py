@@ -1,7 +1,7 @@
 """Registers the presets in timm: ``timm.create_model("hybrid_small", in_chans=13)`` works.
 
-Importing :mod:`shared` runs this registration. No pretrained weights exist (and nothing is ever
-downloaded): ``pretrained=True`` raises a ``ValueError``.
+Importing :mod:`shared` runs this registration. No pretrained weights exist and every model starts
+from random initialisation: ``pretrained=True`` raises a ``ValueError``.
 """
 
 from __future__ import annotations
