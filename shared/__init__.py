@@ -1,11 +1,19 @@
 """hybridvision shared core: N-D hybrid CNN-Transformer blocks and backbones."""
 
-from .attention import SpatialSelfAttention, attention_entropy
-from .backbone import HybridBackbone, ParallelStage
-from .blocks import GatedFusion, HybridBlock, ResidualConvBlock, TransformerBlock
+from .attention import ATTENTION_KINDS, SpatialSelfAttention, attention_entropy
+from .backbone import HybridBackbone
+from .blocks import ConvPath, GatedFusion, HybridBlock, ResidualConvBlock, TransformerBlock
 from .classifier import HybridClassifier
-from .config import BLOCK_KINDS, PRESETS, TOPOLOGIES, BackboneConfig, StageConfig, preset_config
-from .convert import hybridize_resnet
+from .config import (
+    BLOCK_KINDS,
+    PRESETS,
+    TOPOLOGIES,
+    BackboneConfig,
+    StageConfig,
+    make_stages,
+    preset_config,
+)
+from .convert import ResNetBody, hybridize_resnet
 from .monitors import (
     HybridMonitorCallback,
     MonitorThresholds,
@@ -22,7 +30,11 @@ from .timm_models import create_hybrid_classifier
 register_smp_encoders()
 
 __all__ = [
+    "ATTENTION_KINDS",
     "BLOCK_KINDS",
+    "ConvPath",
+    "ResNetBody",
+    "make_stages",
     "PRESETS",
     "TOPOLOGIES",
     "BackboneConfig",
@@ -33,7 +45,6 @@ __all__ = [
     "HybridMonitorCallback",
     "MonitorThresholds",
     "HybridSmpEncoder",
-    "ParallelStage",
     "ResidualConvBlock",
     "SpatialSelfAttention",
     "StageConfig",

@@ -6,55 +6,25 @@ Returns multiscale features at reductions 2 (stem), 4, 8, 16 and 32 by default. 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from .attention import SpatialSelfAttention
-from .blocks import GatedFusion, HybridBlock, ResidualConvBlock, TransformerBlock, attention_width
+from .blocks import GatedFusion, HybridBlock, ResidualConvBlock, TransformerBlock
 from .config import BackboneConfig, StageConfig, preset_config
-from .layers import StrideLike, as_stride, conv_layer, norm_layer
+from .layers import as_stride, conv_layer, norm_layer
 
-__all__ = ["HybridBackbone", "ParallelStage", "stage_block_kinds"]
+__all__ = ["HybridBackbone", "stage_block_kinds"]
 
 
 def stage_block_kinds(stage: StageConfig, topology: str) -> list[str]:
-    """The block kinds a stage runs in sequence under ``topology`` (parallel: per branch)."""
-    if stage.kind == "C" or topology == "serial":
+    """The units a stage runs in sequence: ``C`` conv, ``H`` hybrid, ``P`` parallel hybrid,
+    ``A`` gated attention unit (interleaved), ``T`` transformer."""
+    if stage.kind != "H" or topology == "serial":
         return [stage.kind] * stage.depth
-    if topology == "interleaved":
-        # Deep fusion: alternate conv and attention units, ending on the attention unit.
-        return [stage.kind if (stage.depth - 1 - i) % 2 == 0 else "C" for i in range(stage.depth)]
-    return ["C"] * stage.depth  # parallel: the conv branch; ParallelStage adds the other
-
-
-class ParallelStage(nn.Module):
-    """A conv branch and a transformer branch on the same input, fused by a sigmoid gate."""
-
-    def __init__(self, conv_branch: nn.Sequential, attention_branch: nn.Sequential, fusion):
-        super().__init__()
-        self.conv_branch = conv_branch
-        self.attention_branch = attention_branch
-        self.fusion: GatedFusion = fusion
-
-    def conv_parameters(self):
-        """Conv-branch parameters (for the gradient-ratio monitor)."""
-        yield from self.conv_branch.parameters()
-
-    def attention_parameters(self):
-        """Transformer-branch parameters plus the channel alignment."""
-        yield from self.attention_branch.parameters()
-        yield from self.fusion.align.parameters()
-
-    @property
-    def last_gate(self) -> torch.Tensor | None:
-        """Gate ``w`` (weight of the conv branch) from the last forward pass."""
-        return self.fusion.last_gate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused output of both branches."""
-        return self.fusion(self.conv_branch(x), self.attention_branch(x))
+    if topology == "parallel":
+        return ["P"] * stage.depth
+    return ["C", "A"] * stage.depth  # interleaved: a conv unit, then an attention unit
 
 
 class HybridBackbone(nn.Module):
@@ -122,10 +92,10 @@ class HybridBackbone(nn.Module):
         mid = cfg.stem_channels // 2
         return nn.Sequential(
             conv_layer(cfg.spatial_dims, in_channels, mid, 3, cfg.stem_stride),
-            norm_layer(cfg.spatial_dims, mid),
+            norm_layer(cfg.spatial_dims, mid, cfg.norm),
             nn.ReLU(inplace=True),
             conv_layer(cfg.spatial_dims, mid, cfg.stem_channels, 3),
-            norm_layer(cfg.spatial_dims, cfg.stem_channels),
+            norm_layer(cfg.spatial_dims, cfg.stem_channels, cfg.norm),
             nn.ReLU(inplace=True),
         )
 
@@ -134,63 +104,70 @@ class HybridBackbone(nn.Module):
         kind: str,
         in_channels: int,
         out_channels: int,
-        stride: StrideLike,
-        num_heads: int,
+        stride: object,
+        stage: StageConfig,
         strength: float,
         drop_path: float,
+        shift: bool,
     ) -> nn.Module:
         cfg = self.config
         dims = cfg.spatial_dims
         if kind == "C":
-            return ResidualConvBlock(dims, in_channels, out_channels, stride, drop_path)
+            return ResidualConvBlock(dims, in_channels, out_channels, stride, drop_path, cfg.norm)
         common = dict(
-            num_heads=num_heads,
+            num_heads=stage.num_heads,
             attn_drop=cfg.attn_drop,
             proj_drop=cfg.proj_drop,
             drop_path=drop_path,
             attention_fp32=cfg.attention_fp32,
+            window_size=stage.window_size if stage.attention == "window" else None,
+            shift=shift,
+            norm=cfg.norm,
         )
-        if kind == "H":
-            return HybridBlock(
-                dims,
-                in_channels,
-                out_channels,
-                stride,
-                attention_ratio=cfg.attention_ratio,
-                residual_strength=strength,
-                **common,
+        if kind == "T":
+            return TransformerBlock(
+                dims, in_channels, out_channels, stride, mlp_ratio=cfg.mlp_ratio, **common
             )
-        return TransformerBlock(
-            dims, in_channels, out_channels, stride, mlp_ratio=cfg.mlp_ratio, **common
+        return HybridBlock(
+            dims,
+            in_channels,
+            out_channels,
+            stride,
+            attention_ratio=cfg.attention_ratio,
+            residual_strength=strength,
+            attention_input="input" if kind == "P" else "conv",
+            conv_path="identity" if kind == "A" else None,
+            **common,
         )
 
-    def _make_branch(
-        self, kinds: Sequence[str], in_ch: int, out_ch: int, stage: StageConfig, strength, rates
+    def _make_stage(
+        self, stage: StageConfig, in_channels: int, strengths: list[float], rates: list[float]
     ) -> nn.Sequential:
+        kinds = stage_block_kinds(stage, self.config.topology)
+        per_unit = len(kinds) // stage.depth  # interleaved: two units per depth
+        gated = iter(strengths)
+        attention_index = 0
         blocks = []
         for i, kind in enumerate(kinds):
             stride = stage.stride if i == 0 else 1
+            strength = next(gated) if kind in "HPA" else 0.0
+            # Shifted windows on every second attention unit of the stage, as in Swin.
+            shift = stage.shift and kind != "C" and attention_index % 2 == 1
+            attention_index += kind != "C"
             blocks.append(
-                self._make_block(kind, in_ch, out_ch, stride, stage.num_heads, strength, rates[i])
+                self._make_block(
+                    kind,
+                    in_channels,
+                    stage.channels,
+                    stride,
+                    stage,
+                    strength,
+                    rates[i // per_unit],
+                    shift,
+                )  # fmt: skip
             )
-            in_ch = out_ch
+            in_channels = stage.channels
         return nn.Sequential(*blocks)
-
-    def _make_stage(
-        self, stage: StageConfig, in_channels: int, strength: float, rates: list[float]
-    ) -> nn.Module:
-        kinds = stage_block_kinds(stage, self.config.topology)
-        conv_or_serial = self._make_branch(
-            kinds, in_channels, stage.channels, stage, strength, rates
-        )
-        if stage.kind == "C" or self.config.topology != "parallel":
-            return conv_or_serial
-        width = attention_width(stage.channels, self.config.attention_ratio, stage.num_heads)
-        attention_branch = self._make_branch(
-            ["T"] * stage.depth, in_channels, width, stage, strength, rates
-        )
-        fusion = GatedFusion(self.config.spatial_dims, stage.channels, width)
-        return ParallelStage(conv_or_serial, attention_branch, fusion)
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -203,7 +180,7 @@ class HybridBackbone(nn.Module):
         # Kaiming init above overwrote the gate's constant bias; the gate weight stays kaiming.
         for module in self.modules():
             if isinstance(module, GatedFusion):
-                nn.init.zeros_(module.gate.bias)
+                nn.init.constant_(module.gate.bias, module.gate_bias_init)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` if ``x`` is not ``(B, in_channels, *spatial)`` for this model."""

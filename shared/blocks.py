@@ -6,7 +6,7 @@ dimension-indexed helpers in :mod:`shared.layers`, so one code path serves 2D an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from timm.layers import DropPath
@@ -14,6 +14,7 @@ from torch import nn
 
 from .attention import SpatialSelfAttention, check_heads
 from .layers import (
+    NormLike,
     StrideLike,
     check_spatial_dims,
     conv_layer,
@@ -24,6 +25,8 @@ from .layers import (
 )
 
 __all__ = [
+    "ATTENTION_INPUTS",
+    "ConvPath",
     "ResidualConvBlock",
     "GatedFusion",
     "HybridBlock",
@@ -31,11 +34,16 @@ __all__ = [
     "attention_width",
 ]
 
+ATTENTION_INPUTS = ("conv", "input")
+"""What a hybrid block's attention reads: ``conv`` the conv path's output (the brief's serial
+block: attention after the conv block), ``input`` the block input (parallel branches)."""
+
 
 def attention_width(channels: int, attention_ratio: float, num_heads: int) -> int:
-    """Channels given to attention: ``channels * ratio`` rounded to a multiple of ``num_heads``.
+    """Attention channels for a conv path of ``channels``: ``channels * ratio``, rounded to heads.
 
-    The design brief's default conv:attention ratio 2:1 means ``attention_ratio = 1/3``.
+    The design brief's conv:attention ratio 2:1 is ``attention_ratio = 0.5``: the conv path has
+    ``C`` channels and attention ``C / 2``, i.e. a third of the block's conv + attention channels.
     """
     if not 0.0 < attention_ratio <= 1.0:
         raise ValueError(f"attention_ratio must be in (0, 1], got {attention_ratio}")
@@ -44,17 +52,44 @@ def attention_width(channels: int, attention_ratio: float, num_heads: int) -> in
     return max(num_heads, round(channels * attention_ratio / num_heads) * num_heads)
 
 
-def _projection(spatial_dims: int, in_channels: int, out_channels: int, stride: StrideLike):
+def _projection(
+    spatial_dims: int, in_channels: int, out_channels: int, stride: StrideLike, norm: NormLike
+) -> nn.Module:
     if in_channels == out_channels and stride_is_one(stride):
         return nn.Identity()
     return nn.Sequential(
         conv_layer(spatial_dims, in_channels, out_channels, 1, stride),
-        norm_layer(spatial_dims, out_channels),
+        norm_layer(spatial_dims, out_channels, norm),
     )
 
 
+class ConvPath(nn.Sequential):
+    """The brief's conv path without a shortcut: 3x3 conv + norm + ReLU, 3x3 conv + norm.
+
+    The first conv carries the stride. The ReLU after the second norm is applied by the block
+    that owns the residual sum, ResNet-style (``act(body + shortcut)``).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        stride: StrideLike = 1,
+        norm: NormLike = "batch",
+    ) -> None:
+        check_spatial_dims(spatial_dims)
+        super().__init__(
+            conv_layer(spatial_dims, in_channels, out_channels, 3, stride),
+            norm_layer(spatial_dims, out_channels, norm),
+            nn.ReLU(inplace=True),
+            conv_layer(spatial_dims, out_channels, out_channels, 3),
+            norm_layer(spatial_dims, out_channels, norm),
+        )
+
+
 class ResidualConvBlock(nn.Module):
-    """ResNet basic block: (3x3 conv + BN + ReLU) x2 with a projection shortcut on shape change."""
+    """ResNet basic block: ``ReLU(ConvPath(x) + shortcut(x))``, projection on shape change."""
 
     def __init__(
         self,
@@ -63,36 +98,25 @@ class ResidualConvBlock(nn.Module):
         out_channels: int,
         stride: StrideLike = 1,
         drop_path: float = 0.0,
+        norm: NormLike = "batch",
     ) -> None:
         super().__init__()
-        check_spatial_dims(spatial_dims)
-        self.body = nn.Sequential(
-            conv_layer(spatial_dims, in_channels, out_channels, 3, stride),
-            norm_layer(spatial_dims, out_channels),
-            nn.ReLU(inplace=True),
-            conv_layer(spatial_dims, out_channels, out_channels, 3),
-            norm_layer(spatial_dims, out_channels),
-        )
-        self.shortcut = _projection(spatial_dims, in_channels, out_channels, stride)
+        self.body = ConvPath(spatial_dims, in_channels, out_channels, stride, norm)
+        self.shortcut = _projection(spatial_dims, in_channels, out_channels, stride, norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
-    def forward_with_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the block output and its shortcut branch (reused by :class:`HybridBlock`)."""
-        shortcut = self.shortcut(x)
-        return self.act(self.drop_path(self.body(x)) + shortcut), shortcut
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual conv block output."""
-        return self.forward_with_shortcut(x)[0]
+        return self.act(self.drop_path(self.body(x)) + self.shortcut(x))
 
 
 class GatedFusion(nn.Module):
     """Fuse conv and attention features: ``w = sigmoid(conv1x1([conv, attn]))``.
 
-    The attention features are first aligned to the conv width by a 1x1 conv + BN; the output is
-    ``w * conv + (1 - w) * attn``. The last gate tensor is kept (detached) in ``last_gate`` so it
-    can be inspected after a forward pass.
+    The attention features are first aligned to the conv width by a 1x1 conv + norm; the output
+    is ``w * conv + (1 - w) * aligned``. The last gate tensor is kept (detached) in ``last_gate``
+    so it can be inspected after a forward pass.
     """
 
     def __init__(
@@ -101,13 +125,15 @@ class GatedFusion(nn.Module):
         channels: int,
         attention_channels: int,
         gate_bias_init: float = 0.0,
+        norm: NormLike = "batch",
     ) -> None:
         super().__init__()
         self.align = nn.Sequential(
             conv_layer(spatial_dims, attention_channels, channels, 1),
-            norm_layer(spatial_dims, channels),
+            norm_layer(spatial_dims, channels, norm),
         )
         self.gate = conv_layer(spatial_dims, 2 * channels, channels, 1, bias=True)
+        self.gate_bias_init = float(gate_bias_init)
         nn.init.constant_(self.gate.bias, gate_bias_init)
         self.last_gate: torch.Tensor | None = None
 
@@ -123,12 +149,25 @@ class GatedFusion(nn.Module):
 
 
 class HybridBlock(nn.Module):
-    """The design brief's hybrid module: conv block, attention on a third of the width, gate.
+    """The design brief's hybrid module, with one residual.
 
-    ``conv = ResidualConvBlock(x)``; attention runs on ``reduce(conv)`` (``attention_ratio`` of
-    the channels, default 1/3 = conv:attention 2:1); :class:`GatedFusion` aligns and gates the
-    two; the block adds ``residual_strength * shortcut(x)``. Passing ``conv_block`` wraps an
-    existing trained block (e.g. a torchvision ResNet block) instead, keeping its weights.
+    ``conv = ConvPath(x)`` (3x3 conv + norm + ReLU, 3x3 conv + norm; ``C`` channels);
+    ``attn = MSA(reduce(conv))`` on ``C * attention_ratio`` channels (default 0.5: conv:attention
+    channels 2:1, attention a third of the block's conv + attention channels; ``reduce`` is a
+    1x1 conv + norm); ``aligned = align(attn)`` (1x1 conv + norm back to ``C``);
+    ``w = sigmoid(conv1x1([conv, aligned]))``; and
+
+        ``out = ReLU(w * conv + (1 - w) * aligned + s * shortcut(x))``
+
+    with ``s = residual_strength`` and ``shortcut`` the identity, or a strided 1x1 conv + norm
+    when the shape changes. The ReLU after the sum is ResNet's. ``MSA`` is
+    :class:`SpatialSelfAttention`, itself a pre-norm residual unit, global or windowed.
+
+    ``attention_input="input"`` wires the branches in parallel instead: attention reads the
+    block input (``reduce`` then carries the stride). ``conv_path`` replaces the conv path: a
+    module (e.g. the body of a trained ResNet block, see :func:`shared.hybridize_resnet`) or
+    ``"identity"`` (an attention unit after a separate conv unit, as in the interleaved
+    topology; then ``conv = x``). ``shortcut`` likewise replaces the shortcut module.
     """
 
     def __init__(
@@ -138,35 +177,60 @@ class HybridBlock(nn.Module):
         out_channels: int,
         stride: StrideLike = 1,
         num_heads: int = 8,
-        attention_ratio: float = 1 / 3,
+        attention_ratio: float = 0.5,
         residual_strength: float = 0.5,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         drop_path: float = 0.0,
         attention_fp32: bool = False,
         gate_bias_init: float = 0.0,
-        conv_block: nn.Module | None = None,
+        attention_input: str = "conv",
+        window_size: int | Sequence[int] | None = None,
+        shift: bool = False,
+        norm: NormLike = "batch",
+        conv_path: nn.Module | str | None = None,
+        shortcut: nn.Module | None = None,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
         if residual_strength < 0:
             raise ValueError(f"residual_strength must be >= 0, got {residual_strength}")
+        if attention_input not in ATTENTION_INPUTS:
+            raise ValueError(
+                f"attention_input must be one of {ATTENTION_INPUTS}, got {attention_input!r}"
+            )
         attn_channels = attention_width(out_channels, attention_ratio, num_heads)
         check_heads(attn_channels, num_heads)
         self.residual_strength = float(residual_strength)
-        self.conv = conv_block or ResidualConvBlock(
-            spatial_dims, in_channels, out_channels, stride, drop_path
-        )
-        # A wrapped foreign block has its own shortcut inside; ours exposes it for reuse.
-        self.owns_shortcut = isinstance(self.conv, ResidualConvBlock)
+        self.attention_input = attention_input
+        if conv_path == "identity":
+            if in_channels != out_channels or not stride_is_one(stride):
+                raise ValueError(
+                    "conv_path='identity' needs in_channels == out_channels and stride 1, got "
+                    f"{in_channels} -> {out_channels}, stride {stride}"
+                )
+            self.conv: nn.Module = nn.Identity()
+        elif isinstance(conv_path, nn.Module):
+            self.conv = conv_path
+        elif conv_path is None:
+            self.conv = ConvPath(spatial_dims, in_channels, out_channels, stride, norm)
+        else:
+            raise ValueError(f"conv_path must be None, 'identity' or a module, got {conv_path!r}")
         self.shortcut = (
-            None
-            if self.owns_shortcut or residual_strength == 0
-            else _projection(spatial_dims, in_channels, out_channels, stride)
+            shortcut
+            if shortcut is not None
+            else _projection(spatial_dims, in_channels, out_channels, stride, norm)
         )
+        serial = attention_input == "conv"
         self.reduce = nn.Sequential(
-            conv_layer(spatial_dims, out_channels, attn_channels, 1),
-            norm_layer(spatial_dims, attn_channels),
+            conv_layer(
+                spatial_dims,
+                out_channels if serial else in_channels,
+                attn_channels,
+                1,
+                1 if serial else stride,
+            ),
+            norm_layer(spatial_dims, attn_channels, norm),
         )
         self.attention = SpatialSelfAttention(
             spatial_dims,
@@ -174,10 +238,13 @@ class HybridBlock(nn.Module):
             num_heads,
             attn_drop=attn_drop,
             proj_drop=proj_drop,
-            drop_path=drop_path,
             attention_fp32=attention_fp32,
+            window_size=window_size,
+            shift=shift,
         )
-        self.fusion = GatedFusion(spatial_dims, out_channels, attn_channels, gate_bias_init)
+        self.fusion = GatedFusion(spatial_dims, out_channels, attn_channels, gate_bias_init, norm)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
 
     @property
     def last_gate(self) -> torch.Tensor | None:
@@ -195,23 +262,18 @@ class HybridBlock(nn.Module):
         yield from self.fusion.align.parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Hybrid block output."""
-        if self.owns_shortcut:
-            conv, shortcut = self.conv.forward_with_shortcut(x)
-        else:
-            conv = self.conv(x)
-            shortcut = self.shortcut(x) if self.shortcut is not None else None
-        attended = self.attention(self.reduce(conv))
-        fused = self.fusion(conv, attended)
-        if shortcut is None or self.residual_strength == 0:
-            return fused
-        return fused + self.residual_strength * shortcut
+        """``ReLU(w * conv + (1 - w) * aligned + s * shortcut(x))``."""
+        conv = self.conv(x)
+        attended = self.attention(self.reduce(conv if self.attention_input == "conv" else x))
+        fused = self.drop_path(self.fusion(conv, attended))
+        return self.act(fused + self.residual_strength * self.shortcut(x))
 
 
 class TransformerBlock(nn.Module):
     """Transformer unit on a feature map: attention layer then a token MLP, both residual.
 
-    A strided 3x3 conv + BN downsamples first when the stride or width changes.
+    A strided 3x3 conv + norm downsamples first when the stride or width changes. Attention is
+    global, or windowed with ``window_size`` (shifted by half a window with ``shift``).
     """
 
     def __init__(
@@ -226,6 +288,9 @@ class TransformerBlock(nn.Module):
         proj_drop: float = 0.0,
         drop_path: float = 0.0,
         attention_fp32: bool = False,
+        window_size: int | Sequence[int] | None = None,
+        shift: bool = False,
+        norm: NormLike = "batch",
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -234,7 +299,7 @@ class TransformerBlock(nn.Module):
         else:
             self.downsample = nn.Sequential(
                 conv_layer(spatial_dims, in_channels, out_channels, 3, stride),
-                norm_layer(spatial_dims, out_channels),
+                norm_layer(spatial_dims, out_channels, norm),
             )
         self.attention = SpatialSelfAttention(
             spatial_dims,
@@ -244,6 +309,8 @@ class TransformerBlock(nn.Module):
             proj_drop=proj_drop,
             drop_path=drop_path,
             attention_fp32=attention_fp32,
+            window_size=window_size,
+            shift=shift,
         )
         hidden = int(out_channels * mlp_ratio)
         self.mlp = nn.Sequential(

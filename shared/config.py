@@ -7,11 +7,12 @@ topology decides how a stage's kind turns into blocks (see :mod:`shared.backbone
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .attention import check_heads
+from .attention import ATTENTION_KINDS, check_heads, check_window
 from .blocks import attention_width
-from .layers import StrideLike, as_stride, check_spatial_dims
+from .layers import NormLike, StrideLike, as_stride, check_norm, check_spatial_dims
 
 __all__ = [
     "BLOCK_KINDS",
@@ -19,6 +20,7 @@ __all__ = [
     "StageConfig",
     "BackboneConfig",
     "PRESETS",
+    "make_stages",
     "preset_config",
 ]
 
@@ -26,10 +28,12 @@ BLOCK_KINDS = ("C", "H", "T")
 """``C`` residual conv block, ``H`` hybrid block (conv + attention + gate), ``T`` transformer."""
 
 TOPOLOGIES = ("serial", "parallel", "interleaved")
-"""``serial``: blocks run in the order the stage kinds give (CNN stages then attention stages).
-``parallel``: in each non-conv stage a conv branch and a transformer branch see the same input and
-a gate fuses them. ``interleaved`` (deep fusion): non-conv stages alternate conv and attention
-units."""
+"""How an ``H`` stage is wired (``C`` and ``T`` stages are the same in every topology).
+``serial``: each block is the brief's hybrid block, attention reading the conv path's output
+(with stage kinds ``CCHH``: a CNN backbone, then hybrid stages). ``parallel``: each block runs the
+conv path and the attention branch side by side on the block input, gate-fused. ``interleaved``
+(deep fusion): every depth holds a residual conv unit followed by a gated attention unit, so conv
+and attention alternate even in a depth-1 stage. Every gated unit has the residual strength."""
 
 
 @dataclass
@@ -37,6 +41,9 @@ class StageConfig:
     """One backbone stage: ``depth`` blocks of ``kind`` at ``channels`` width.
 
     ``stride`` may be per axis, e.g. ``(1, 2, 2)`` keeps the time axis of a video volume.
+    ``attention`` is ``global`` or ``window`` (windows of ``window_size`` positions per axis, an
+    int or one per axis such as ``(2, 8, 8)``; with ``shift`` every second block of the stage
+    shifts its windows by half a window, as Swin does).
     """
 
     depth: int
@@ -44,6 +51,9 @@ class StageConfig:
     kind: str = "C"
     stride: StrideLike = 2
     num_heads: int = 8
+    attention: str = "global"
+    window_size: int | tuple[int, ...] = 7
+    shift: bool = True
 
 
 @dataclass
@@ -51,7 +61,11 @@ class BackboneConfig:
     """Everything that defines a :class:`shared.backbone.HybridBackbone`.
 
     ``residual_strength`` is the (shallowest, deepest) strength of the hybrid blocks' residual,
-    interpolated linearly over the stages (design brief: 0.7 shallow to 0.3 deep).
+    linear over the hybrid (gated) blocks from the first to the last (design brief: 0.7 shallow
+    to 0.3 deep); ``residual_strength_per_stage`` instead gives one value per stage (entries of
+    stages without gated blocks are ignored). ``attention_ratio`` is attention channels per conv
+    channel (0.5: the brief's conv:attention 2:1). ``norm`` is a MONAI norm for every conv-path
+    norm: batch for classification, instance or group for 3D segmentation at batch 1-2.
     """
 
     spatial_dims: int = 2
@@ -67,8 +81,10 @@ class BackboneConfig:
         )
     )
     topology: str = "serial"
-    attention_ratio: float = 1 / 3
+    attention_ratio: float = 0.5
     residual_strength: tuple[float, float] = (0.7, 0.3)
+    residual_strength_per_stage: tuple[float, ...] | None = None
+    norm: NormLike = "batch"
     mlp_ratio: float = 2.0
     drop_path_rate: float = 0.0
     attn_drop: float = 0.0
@@ -92,6 +108,16 @@ class BackboneConfig:
             raise ValueError(
                 f"residual_strength must be two non-negative floats, got {self.residual_strength}"
             )
+        self.residual_strength = tuple(float(v) for v in self.residual_strength)
+        per_stage = self.residual_strength_per_stage
+        if per_stage is not None:
+            if len(per_stage) != len(self.stages) or min(per_stage) < 0:
+                raise ValueError(
+                    f"residual_strength_per_stage must be {len(self.stages)} non-negative floats "
+                    f"(one per stage), got {per_stage}"
+                )
+            self.residual_strength_per_stage = tuple(float(v) for v in per_stage)
+        self.norm = check_norm(self.norm, self.spatial_dims)
         as_stride(self.stem_stride, self.spatial_dims)
         if not self.stages:
             raise ValueError("a backbone needs at least one stage")
@@ -109,34 +135,57 @@ class BackboneConfig:
         as_stride(stage.stride, self.spatial_dims)
         if stage.kind == "C":
             return
+        if stage.attention not in ATTENTION_KINDS:
+            raise ValueError(
+                f"{where}: attention must be one of {ATTENTION_KINDS}, got {stage.attention!r}"
+            )
         try:
+            if isinstance(stage.window_size, list):
+                stage.window_size = tuple(stage.window_size)
+            check_window(stage.window_size, self.spatial_dims)
             attention_width(stage.channels, self.attention_ratio, stage.num_heads)
-            if stage.kind == "T" and self.topology != "parallel":
+            if stage.kind == "T":
                 check_heads(stage.channels, stage.num_heads)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
 
-    def residual_strengths(self) -> list[float]:
-        """Per-stage residual strength, linear from shallow to deep."""
+    def residual_strengths(self) -> list[list[float]]:
+        """Residual strength of every gated block, per stage (empty for stages without gates).
+
+        Only ``H`` stages have gated blocks (one per depth in every topology).
+        """
+        counts = [stage.depth if stage.kind == "H" else 0 for stage in self.stages]
+        if self.residual_strength_per_stage is not None:
+            return [
+                [value] * count
+                for value, count in zip(self.residual_strength_per_stage, counts, strict=True)
+            ]
         first, last = self.residual_strength
-        count = len(self.stages)
-        if count == 1:
-            return [first]
-        return [first + (last - first) * i / (count - 1) for i in range(count)]
+        total = sum(counts)
+        values = [
+            first + (last - first) * i / (total - 1) if total > 1 else first for i in range(total)
+        ]
+        out = []
+        for count in counts:
+            out.append(values[:count])
+            values = values[count:]
+        return out
 
     def replace(self, **changes: object) -> BackboneConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
 
-def _stages(
-    depths: tuple[int, ...],
-    channels: tuple[int, ...],
+def make_stages(
+    depths: Sequence[int],
+    channels: Sequence[int],
     kinds: str,
-    heads: tuple[int, ...] = (8, 8, 8, 8),
+    heads: Sequence[int] = (8, 8, 8, 8),
+    **common: object,
 ) -> tuple[StageConfig, ...]:
+    """Stage configs from per-stage columns; ``common`` fields (e.g. ``attention``) go to all."""
     return tuple(
-        StageConfig(depth=d, channels=c, kind=k, num_heads=h)
+        StageConfig(depth=d, channels=c, kind=k, num_heads=h, **common)
         for d, c, k, h in zip(depths, channels, kinds, heads, strict=True)
     )
 
@@ -144,13 +193,13 @@ def _stages(
 PRESETS: dict[str, BackboneConfig] = {
     # Parameter counts (ImageNet-style 1000-class head, 3 input channels) are listed in README.
     "hybrid_tiny": BackboneConfig(
-        stem_channels=24, stages=_stages((1, 1, 2, 1), (32, 64, 128, 256), "CCHH", (4, 4, 4, 8))
+        stem_channels=24, stages=make_stages((1, 1, 2, 1), (32, 64, 128, 256), "CCHH", (4, 4, 4, 8))
     ),
     "hybrid_small": BackboneConfig(
-        stem_channels=32, stages=_stages((2, 2, 2, 2), (64, 128, 256, 448), "CCHH")
+        stem_channels=32, stages=make_stages((2, 2, 2, 2), (64, 128, 256, 448), "CCHH")
     ),
     "hybrid_base": BackboneConfig(
-        stem_channels=48, stages=_stages((2, 2, 4, 2), (96, 192, 384, 768), "CCHH")
+        stem_channels=48, stages=make_stages((2, 2, 4, 2), (96, 192, 384, 768), "CCHH")
     ),
 }
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared import PRESETS, TOPOLOGIES, HybridBackbone, ParallelStage, StageConfig
+from shared import PRESETS, TOPOLOGIES, HybridBackbone, StageConfig
 from shared.backbone import stage_block_kinds
-from shared.blocks import HybridBlock, ResidualConvBlock, TransformerBlock
+from shared.blocks import HybridBlock, ResidualConvBlock
 
 
 def _check_features(model: HybridBackbone, x: torch.Tensor) -> list[torch.Tensor]:
@@ -50,24 +50,90 @@ def test_any_input_channel_count(in_channels: int) -> None:
 
 
 def test_topologies_build_the_documented_structures() -> None:
-    stage = StageConfig(depth=3, channels=32, kind="T")
-    assert stage_block_kinds(stage, "serial") == ["T", "T", "T"]
-    assert stage_block_kinds(stage, "interleaved") == ["T", "C", "T"]
-    assert stage_block_kinds(StageConfig(2, 32, "H"), "interleaved") == ["C", "H"]
-    parallel = HybridBackbone(2, 3, "hybrid_tiny", topology="parallel")
-    assert isinstance(parallel.stages[2], ParallelStage)
-    assert all(isinstance(b, TransformerBlock) for b in parallel.stages[2].attention_branch)
-    assert all(isinstance(b, ResidualConvBlock) for b in parallel.stages[2].conv_branch)
+    hybrid = StageConfig(depth=2, channels=32, kind="H")
+    assert stage_block_kinds(hybrid, "serial") == ["H", "H"]
+    assert stage_block_kinds(hybrid, "parallel") == ["P", "P"]
+    assert stage_block_kinds(hybrid, "interleaved") == ["C", "A", "C", "A"]
+    # Interleaved alternates at every depth: a depth-1 stage still holds one unit of each.
+    assert stage_block_kinds(StageConfig(1, 32, "H"), "interleaved") == ["C", "A"]
+    for kind in "CT":
+        for topology in TOPOLOGIES:
+            assert stage_block_kinds(StageConfig(2, 32, kind), topology) == [kind, kind]
+
     serial = HybridBackbone(2, 3, "hybrid_tiny", topology="serial")
     assert all(isinstance(b, HybridBlock) for b in serial.stages[3])
+    assert all(b.attention_input == "conv" for b in serial.stages[3])
+    parallel = HybridBackbone(2, 3, "hybrid_tiny", topology="parallel")
+    assert all(b.attention_input == "input" for b in parallel.stages[2])
+    interleaved = HybridBackbone(2, 3, "hybrid_tiny", topology="interleaved")
+    units = list(interleaved.stages[3])  # hybrid_tiny's last stage has depth 1
+    assert isinstance(units[0], ResidualConvBlock)
+    assert isinstance(units[1], HybridBlock) and isinstance(units[1].conv, torch.nn.Identity)
+    assert not isinstance(interleaved.stages[1][0], HybridBlock)  # conv stages stay conv
 
 
-def test_residual_strength_schedule_shallow_to_deep() -> None:
-    model = HybridBackbone(2, 3, "hybrid_small")
-    assert model.config.residual_strengths() == pytest.approx([0.7, 0.5667, 0.4333, 0.3], abs=1e-3)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_residual_strength_falls_from_0_7_to_0_3_over_hybrid_blocks(topology: str) -> None:
+    model = HybridBackbone(2, 3, "hybrid_small", topology=topology)
     strengths = [b.residual_strength for b in model.modules() if isinstance(b, HybridBlock)]
-    # CCHH: hybrid blocks live in stages 2 and 3, so they take the deeper two strengths.
-    assert strengths == pytest.approx([0.4333, 0.4333, 0.3, 0.3], abs=1e-3)
+    # CCHH with depths 2, 2: four gated blocks, the shallowest 0.7, the deepest 0.3.
+    assert strengths == pytest.approx([0.7, 0.7 - 0.4 / 3, 0.3 + 0.4 / 3, 0.3], abs=1e-6)
+    assert model.config.residual_strengths()[:2] == [[], []]
+
+
+def test_residual_strength_per_stage_list() -> None:
+    model = HybridBackbone(2, 3, "hybrid_small", residual_strength_per_stage=(0, 0, 0.6, 0.2))
+    strengths = [b.residual_strength for b in model.modules() if isinstance(b, HybridBlock)]
+    assert strengths == pytest.approx([0.6, 0.6, 0.2, 0.2])
+    with pytest.raises(ValueError, match="one per stage"):
+        HybridBackbone(2, 3, "hybrid_small", residual_strength_per_stage=(0.5, 0.5))
+
+
+@pytest.mark.parametrize(
+    ("norm", "layer"),
+    [
+        ("batch", torch.nn.BatchNorm3d),
+        ("instance", torch.nn.InstanceNorm3d),
+        (("group", {"num_groups": 4}), torch.nn.GroupNorm),
+    ],
+)
+def test_norm_is_selectable_through_monai_factory(norm, layer: type) -> None:
+    model = HybridBackbone(3, 1, "hybrid_tiny", norm=norm)
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.GroupNorm)
+    ]
+    assert norms and all(isinstance(m, layer) for m in norms)
+    _check_features(model, torch.randn(2, 1, 64, 64, 64))
+    with pytest.raises(ValueError, match="not a MONAI norm"):
+        HybridBackbone(3, 1, "hybrid_tiny", norm="sparkle")
+
+
+def test_window_attention_stages_in_2d_and_3d() -> None:
+    for dims, window in ((2, 4), (3, (2, 4, 4))):
+        stages = tuple(
+            StageConfig(1, c, k, num_heads=4, attention="window", window_size=window)
+            for c, k in zip((16, 32, 32, 64), "CHHT", strict=True)
+        )
+        model = HybridBackbone(dims, 1, "hybrid_tiny", stages=stages)
+        layers = model.attention_layers()
+        assert layers and all(
+            layer.window_size == ((window,) * 2 if dims == 2 else window)
+            for layer in layers.values()
+        )
+        _check_features(model, torch.randn(1, 1, *([64] * dims)))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        HybridBackbone(2, 1, "hybrid_tiny", stages=(StageConfig(1, 32, "H", attention="local"),))
+
+
+def test_shift_alternates_within_a_stage() -> None:
+    stages = (
+        StageConfig(1, 16, "C"),
+        StageConfig(3, 32, "H", num_heads=4, attention="window", window_size=4),
+    )
+    model = HybridBackbone(2, 1, "hybrid_tiny", stages=stages)
+    assert [b.attention.shift for b in model.stages[1]] == [False, True, False]
 
 
 def test_per_axis_strides_keep_video_time_resolution() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -63,10 +64,60 @@ def test_gradients_reach_conv_and_attention_paths() -> None:
     assert qkv_grad is not None and qkv_grad.abs().sum() > 0
 
 
-def test_attention_width_is_a_third_rounded_to_heads() -> None:
-    assert attention_width(256, 1 / 3, 8) == 88
-    assert attention_width(96, 1 / 3, 8) == 32
-    assert attention_width(16, 1 / 3, 8) == 8  # never below one channel per head
+def test_attention_width_is_half_the_conv_width_rounded_to_heads() -> None:
+    assert attention_width(256, 0.5, 8) == 128
+    assert attention_width(96, 0.5, 8) == 48
+    assert attention_width(100, 0.5, 8) == 48
+    assert attention_width(8, 0.5, 8) == 8  # never below one channel per head
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_conv_to_attention_channels_are_two_to_one(dims: int) -> None:
+    block = HybridBlock(dims, 24, 48, num_heads=4)
+    conv_out = block.conv[-2].out_channels  # last conv of the conv path
+    assert conv_out == 48
+    assert block.reduce[0].out_channels == block.attention.channels == 24
+    assert block.fusion.align[0].in_channels == 24 and block.fusion.align[0].out_channels == 48
+    assert block.fusion.gate.in_channels == 96 and block.fusion.gate.out_channels == 48
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_block_output_is_the_brief_formula_computed_by_hand(dims: int) -> None:
+    """out = ReLU(w * conv + (1 - w) * align(MSA(reduce(conv))) + s * x), one residual."""
+    torch.manual_seed(3)
+    block = HybridBlock(dims, 8, 8, num_heads=2, residual_strength=0.7).eval()
+    gate_bias = 0.4
+    with torch.no_grad():
+        block.fusion.gate.weight.zero_()  # w = sigmoid(0.4) everywhere
+        block.fusion.gate.bias.fill_(gate_bias)
+    x = torch.randn(2, 8, *([5] * dims))
+    w = torch.sigmoid(torch.tensor(gate_bias))
+    with torch.no_grad():
+        # Every layer by hand from its weights (eval-mode norm = affine with running stats).
+        conv = x
+        layers = list(block.conv)
+        for layer in layers:
+            conv = layer(conv)
+        reduced = block.reduce(conv)
+        attended = block.attention(reduced)
+        aligned = block.fusion.align(attended)
+        expected = torch.relu(w * conv + (1 - w) * aligned + 0.7 * x)
+        actual = block(x)
+    assert isinstance(block.shortcut, torch.nn.Identity)
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+    # The residual strength is the only identity path: s = 0 changes the output by s * x.
+    block.residual_strength = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(
+            block(x), torch.relu(w * conv + (1 - w) * aligned), atol=1e-6, rtol=0
+        )
+
+
+def test_strided_block_has_a_strided_projection_shortcut() -> None:
+    block = HybridBlock(2, 8, 16, stride=2, num_heads=2)
+    conv = block.shortcut[0]
+    assert conv.stride == (2, 2) and conv.kernel_size == (1, 1)
+    assert block(torch.randn(1, 8, 8, 8)).shape == (1, 16, 4, 4)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -98,6 +149,86 @@ def test_uniform_attention_entropy_is_log_n() -> None:
     layer(_input(2, size=6))
     assert layer.last_entropy is not None
     assert float(layer.last_entropy) == pytest.approx(math.log(36), rel=1e-5)
+
+
+def test_window_attention_equals_global_attention_inside_each_window() -> None:
+    torch.manual_seed(1)
+    window = SpatialSelfAttention(2, 16, num_heads=4, window_size=4).eval()
+    # The depthwise positional conv sees across window borders: take it out of the comparison.
+    torch.nn.init.zeros_(window.pos_embed.weight)
+    torch.nn.init.zeros_(window.pos_embed.bias)
+    full = SpatialSelfAttention(2, 16, num_heads=4).eval()
+    full.load_state_dict(window.state_dict())
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        out = window(x)
+        for top in (0, 4):
+            for left in (0, 4):
+                crop = (slice(None), slice(None), slice(top, top + 4), slice(left, left + 4))
+                torch.testing.assert_close(out[crop], full(x[crop]), atol=1e-5, rtol=0)
+
+
+def _influence(layer: SpatialSelfAttention, shape: tuple[int, ...]) -> torch.Tensor:
+    """[a, b] True when perturbing position a changes the output at position b."""
+    x = torch.randn(1, layer.channels, *shape)
+    with torch.no_grad():
+        base = layer(x)
+        count = math.prod(shape)
+        result = torch.zeros(count, count, dtype=torch.bool)
+        for a in range(count):
+            moved = x.clone()
+            moved.view(1, layer.channels, -1)[0, :, a] += torch.randn(layer.channels)
+            result[a] = (layer(moved) - base).abs().sum(1).flatten() > 1e-5
+    return result
+
+
+def _swin_regions(shape, window, shift) -> torch.Tensor:
+    """Independent statement of (shifted) windows: same region iff same floor((c - s) / w)."""
+    window = [min(w, s) for w, s in zip(window, shape, strict=True)]
+    offsets = [w // 2 if shift and w < s else 0 for w, s in zip(window, shape, strict=True)]
+    coords = list(itertools.product(*[range(s) for s in shape]))
+    ids = [
+        tuple((c - o) // w for c, o, w in zip(coord, offsets, window, strict=True))
+        for coord in coords
+    ]
+    return torch.tensor([[a == b for b in ids] for a in ids])
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "shift"),
+    [
+        ((8, 8), (4, 4), False),
+        ((8, 8), (4, 4), True),
+        ((7, 9), (4, 4), True),  # padding and shift together
+        ((5, 6), (4, 4), False),  # padding only
+        ((3, 6, 7), (2, 4, 4), True),  # 3D, time x height x width
+        ((4, 4), (7, 7), True),  # window larger than the map: exact global attention
+    ],
+)
+def test_window_attention_sees_exactly_its_window(shape, window, shift) -> None:
+    torch.manual_seed(0)
+    layer = SpatialSelfAttention(len(shape), 8, 2, window_size=window, shift=shift).eval()
+    # Without the positional conv, only attention mixes positions.
+    torch.nn.init.zeros_(layer.pos_embed.weight)
+    torch.nn.init.zeros_(layer.pos_embed.bias)
+    assert torch.equal(_influence(layer, shape), _swin_regions(shape, window, shift))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_window_return_attention_and_entropy(dims: int) -> None:
+    layer = SpatialSelfAttention(dims, 16, num_heads=4, window_size=2, shift=True)
+    x = _input(dims, size=4)
+    out, probs = layer(x, return_attention=True)
+    windows, tokens = 2**dims, 2**dims
+    assert probs.shape == (2 * windows, 4, tokens, tokens)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2 * windows, 4, tokens))
+    torch.testing.assert_close(out, layer(x))
+    torch.nn.init.zeros_(layer.qkv.weight)
+    torch.nn.init.zeros_(layer.qkv.bias)
+    layer.monitor = True
+    layer(_input(dims, size=2 * 3))  # 3 windows per axis, shifted: some masked regions
+    assert layer.last_entropy is not None
+    assert 0 < float(layer.last_entropy) <= math.log(tokens) + 1e-6
 
 
 def test_attention_fp32_under_bf16_autocast() -> None:

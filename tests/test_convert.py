@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
@@ -44,7 +46,7 @@ def test_converting_last_stage_keeps_untouched_stages_identical(factory) -> None
     assert not torch.equal(after["layer4"], before["layer4"])
     converted = model.layer4[0]
     assert isinstance(converted, HybridBlock)
-    assert converted.conv.conv1.weight is conv_weight, "conv weights must be kept, not copied"
+    assert converted.conv.block.conv1.weight is conv_weight, "conv weights must be kept, not copied"
     assert not any(isinstance(b, HybridBlock) for b in model.layer3)
 
 
@@ -55,6 +57,37 @@ def test_fully_closed_gate_reproduces_the_original_network() -> None:
     # sigmoid(100) == 1.0 in fp32: the converted blocks output exactly their conv path.
     hybridize_resnet(model, num_stages=2, num_heads=4, gate_bias_init=100.0).eval()
     torch.testing.assert_close(_stage_outputs(model, x)["logits"], reference)
+
+
+def test_strided_blocks_keep_their_strided_shortcut() -> None:
+    model = torchvision.models.resnet18(num_classes=10)
+    downsample = model.layer4[0].downsample
+    hybridize_resnet(model, num_stages=1, num_heads=4)
+    block = model.layer4[0]
+    assert block.shortcut is downsample and downsample[0].stride == (2, 2)
+    assert isinstance(model.layer4[1].shortcut, nn.Identity)
+    assert block(torch.randn(1, 256, 8, 8)).shape == (1, 512, 4, 4)
+
+
+def test_default_gate_bias_leans_towards_the_conv_path() -> None:
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    hybridize_resnet(model, num_stages=1, num_heads=4)
+    block = model.layer4[0]
+    assert torch.all(block.fusion.gate.bias == 3.0)
+    assert block.residual_strength == 1.0  # the ResNet's own identity path, unscaled
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    # sigmoid(3) = 0.953; the small random gate weights spread it a little around that.
+    assert float(block.last_gate.mean()) == pytest.approx(1 / (1 + math.exp(-3)), abs=0.03)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_new_modules_take_the_models_dtype(dtype: torch.dtype) -> None:
+    model = torchvision.models.resnet18(num_classes=3).to(dtype).eval()
+    hybridize_resnet(model, num_stages=2, num_heads=4)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64, dtype=dtype)).dtype == dtype
 
 
 def test_progressive_conversion_goes_from_deep_to_shallow_and_trains() -> None:
