@@ -16,13 +16,15 @@ The tests rebuild this table and fail if it drifts.
 
 | preset | stem / stage widths | depths | params | act 96^3 | total 96^3 | act 128^3 | total 128^3 |
 |---|---|---|---|---|---|---|---|
-| med_cpu | 16 / 24 48 96 192 | 1 1 1 1 | 3.39 M | 0.33 | 0.50 | 0.79 | 1.10 |
-| med_12gb | 80 / 128 192 288 384 | 2 2 2 2 | 43.75 M | 1.74 | 3.00 | 4.02 | 6.00 |
-| med_24gb | 128 / 160 256 384 480 | 2 2 3 2 | 82.99 M | 2.77 | 5.00 | 6.38 | 9.77 |
+| med_cpu | 16 / 24 48 96 192 | 1 1 1 1 | 3.44 M | 0.34 | 0.50 | 0.79 | 1.10 |
+| med_12gb | 80 / 128 192 288 384 | 2 2 2 2 | 44.17 M | 1.74 | 3.01 | 4.02 | 6.01 |
+| med_24gb | 128 / 160 256 384 480 | 2 2 3 2 | 83.81 M | 2.77 | 5.02 | 6.38 | 9.79 |
 
 How the memory was estimated (no GPU was available): the estimator runs the forward pass on
 PyTorch's ``meta`` device (shapes only) and sums the storages autograd saves for backward. At
-32^3 it matched real CPU autocast-bf16 saved tensors (med_12gb: 146.3 vs 146.5 MiB). Against
+32^3 it matched real CPU autocast-bf16 saved tensors (med_12gb: 146.3 vs 146.5 MiB). These
+checks and the CPU speeds below were measured with the core-v1 block (batch-norm encoder, about
+1% fewer parameters); the table above is rebuilt by the tests from today's models. Against
 the measured CPU peak (RSS growth over three fp32 AdamW steps, estimator in fp32 at 12 B/param):
 med_12gb 64^3 batch 2: 1.87 GiB measured vs 1.95 estimated; 96^3 batch 1: 2.87 vs 2.83;
 med_24gb 64^3 batch 2: 2.94 vs 3.28. (med_cpu is under-estimated, 0.53 vs 0.31 GiB: fixed
@@ -48,13 +50,15 @@ from monai.networks.blocks import Convolution
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, get_conv_layer
 from torch import nn
 
-from shared import PRESETS, BackboneConfig, HybridBackbone, SpatialSelfAttention, StageConfig
+from shared import PRESETS, BackboneConfig, HybridBackbone, SpatialSelfAttention, make_stages
+from shared.layers import count_parameters
 
 __all__ = [
+    "DECODER_NORM",
+    "ENCODER_NORM",
     "MEDICAL_PRESETS",
     "HybridUNet",
     "build_medical_model",
-    "count_parameters",
     "estimate_training_memory",
     "matched_pure_cnn",
     "pure_cnn_config",
@@ -68,18 +72,17 @@ DECODER_NORM = ("instance", {"affine": True})
 
 Chosen over batch norm because 3D segmentation trains at batch 1-2: per-sample statistics do not
 depend on the batch, and train/eval behave the same (no running statistics), which matters for
-sliding-window inference over patches that look unlike the training crops. The encoder keeps the
-shared core's batch norm (``shared.layers.norm_layer``); changing it is a shared-core decision.
+sliding-window inference over patches that look unlike the training crops.
 """
 
+ENCODER_NORM = ("group", {"num_groups": 8})
+"""Encoder norm of the medical presets (``BackboneConfig.norm``): group norm, as MONAI SegResNet.
 
-def _stages(
-    depths: tuple[int, ...], channels: tuple[int, ...], kinds: str, heads: tuple[int, ...]
-) -> tuple[StageConfig, ...]:
-    return tuple(
-        StageConfig(depth=d, channels=c, kind=k, num_heads=h)
-        for d, c, k, h in zip(depths, channels, kinds, heads, strict=True)
-    )
+Batch-independent like the decoder's instance norm, and unlike instance norm it still works at
+the deepest level of a small patch (32^3 -> 1 voxel at reduction 32), where instance norm has no
+spatial extent to normalise over. The shared core's default stays batch norm (classification).
+Every encoder width is a multiple of 8 for it (the pure-CNN control rounds its widths so too).
+"""
 
 
 # Attention only at reductions 16 and 32 ("CCHH"): at a 128^3 patch that is 8^3 = 512 and
@@ -88,20 +91,23 @@ MEDICAL_PRESETS: dict[str, BackboneConfig] = {
     "med_cpu": BackboneConfig(
         spatial_dims=3,
         in_channels=1,
+        norm=ENCODER_NORM,
         stem_channels=16,
-        stages=_stages((1, 1, 1, 1), (24, 48, 96, 192), "CCHH", (4, 4, 4, 4)),
+        stages=make_stages((1, 1, 1, 1), (24, 48, 96, 192), "CCHH", (4, 4, 4, 4)),
     ),
     "med_12gb": BackboneConfig(
         spatial_dims=3,
         in_channels=1,
+        norm=ENCODER_NORM,
         stem_channels=80,
-        stages=_stages((2, 2, 2, 2), (128, 192, 288, 384), "CCHH", (4, 4, 4, 8)),
+        stages=make_stages((2, 2, 2, 2), (128, 192, 288, 384), "CCHH", (4, 4, 4, 8)),
     ),
     "med_24gb": BackboneConfig(
         spatial_dims=3,
         in_channels=1,
+        norm=ENCODER_NORM,
         stem_channels=128,
-        stages=_stages((2, 2, 3, 2), (160, 256, 384, 480), "CCHH", (4, 4, 8, 8)),
+        stages=make_stages((2, 2, 3, 2), (160, 256, 384, 480), "CCHH", (4, 4, 8, 8)),
     ),
 }
 """Medical backbone presets (3D, one input channel; both are overridden by the model's arguments).
@@ -125,17 +131,12 @@ def resolve_config(config: str | BackboneConfig) -> BackboneConfig:
     raise ValueError(f"config must be a preset name or a BackboneConfig, got {config!r}")
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters of ``model`` (only those with ``requires_grad`` if asked)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 def pure_cnn_config(config: str | BackboneConfig, width_scale: float = 1.0) -> BackboneConfig:
     """``config`` with every stage made a residual conv stage (kind ``C``).
 
     Stages that had attention (kinds ``H``/``T``) are widened by ``width_scale`` (rounded to a
-    multiple of 4 channels); pure conv stages keep their width, so the comparison changes only
-    the stages that lost attention.
+    multiple of 8 channels, for the encoder's group norm); pure conv stages keep their width, so
+    the comparison changes only the stages that lost attention.
     """
     if width_scale <= 0:
         raise ValueError(f"width_scale must be positive, got {width_scale}")
@@ -146,7 +147,7 @@ def pure_cnn_config(config: str | BackboneConfig, width_scale: float = 1.0) -> B
             kind="C",
             channels=stage.channels
             if stage.kind == "C"
-            else max(4, 4 * round(stage.channels * width_scale / 4)),
+            else max(8, 8 * round(stage.channels * width_scale / 8)),
         )
         for stage in cfg.stages
     )
@@ -462,11 +463,18 @@ def build_medical_model(
     num_classes: int = 2,
     preset: str | BackboneConfig = "med_cpu",
     deep_supervision: bool = False,
+    drop_path_rate: float | None = None,
     **kwargs: object,
 ) -> HybridUNet:
-    """A :class:`HybridUNet` from a preset; ``num_classes`` counts the background."""
+    """A :class:`HybridUNet` from a preset; ``num_classes`` counts the background.
+
+    ``drop_path_rate`` (stochastic depth of the encoder's deepest block) overrides the preset's.
+    """
+    config = resolve_config(preset)
+    if drop_path_rate is not None:
+        config = config.replace(drop_path_rate=drop_path_rate)
     return HybridUNet(
-        spatial_dims, in_channels, num_classes, preset, deep_supervision=deep_supervision, **kwargs
+        spatial_dims, in_channels, num_classes, config, deep_supervision=deep_supervision, **kwargs
     )
 
 
