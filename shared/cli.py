@@ -2,8 +2,10 @@
 
 A vertical describes itself once in a :class:`TaskSpec`; :func:`build_cli` returns its ``main``.
 Every config field is a flag (``--optim.lr 1e-4``), ``--config run.yaml`` loads a file (flags
-after it win), ``--resume runs/<name>`` continues a run. Bad arguments or unreadable inputs exit
-with code 2 and one line on stderr; ``--debug`` shows the traceback instead.
+after it win), ``--resume runs/<name>`` continues a run. A command that reads a run (``evaluate``,
+``predict``, ``export``, ``--resume``) takes that run's ``config.yaml`` as the base and the flags
+given now on top. Bad arguments or unreadable inputs exit with code 2 and one line on stderr;
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from .engine.config import (
     OptimConfig,
     RegularizationConfig,
+    RunConfig,
     RunFolderConfig,
     TrainerConfig,
     validate_common,
@@ -39,12 +42,15 @@ from .engine.io import (
     atomic_write,
     atomic_write_json,
     atomic_write_text,
+    file_stem,
     load_checkpoint,
     load_state_dict_strict,
 )
 from .engine.module import HybridTask
-from .engine.trainer import fit, parse_devices
+from .engine.trainer import build_inference_trainer, fit, parse_devices, set_attention_precision
 
+# RunConfig lives in the engine (nothing there may import this module); re-exported here so
+# ``from shared.cli import RunConfig`` keeps working for the verticals.
 __all__ = [
     "TaskSpec",
     "RunConfig",
@@ -67,31 +73,17 @@ set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 @dataclass
-class RunConfig:
-    """The resolved configuration of one run: task sections plus the shared engine sections."""
-
-    data: Any
-    model: Any
-    optim: OptimConfig
-    trainer: TrainerConfig
-    regularization: RegularizationConfig
-    run: RunFolderConfig
-
-    @property
-    def run_dir(self) -> Path:
-        """``<runs_dir>/<name>``."""
-        return Path(self.run.runs_dir) / self.run.name
-
-
-@dataclass
 class TaskSpec:
     """What a vertical supplies to get its CLI.
 
     ``build(cfg)`` returns the LightningModule and data module; ``validate(cfg)`` raises
-    :class:`InputError` for bad task values (e.g. a missing data folder). For prediction,
-    ``predict_dataset(paths, cfg)`` yields dicts with ``image`` and ``path``, and
-    ``write_prediction(output, source_path, out_path)`` writes one result to ``out_path``
-    (a temporary name the chassis renames). ``bench(argv)`` runs the task benchmark.
+    :class:`InputError` for bad task values (e.g. a missing data folder) and for engine flags
+    the task cannot honour (:func:`shared.engine.reject_regularization`). For prediction,
+    ``predict_dataset(paths, cfg)`` yields dicts with ``image`` (one input, no batch axis) and
+    ``path``, and ``write_prediction(output, source_path, out_path)`` writes one result to
+    ``out_path`` (a temporary name the chassis renames); the output is named
+    ``<input name without its type ending><prediction_suffix>``. ``bench(argv)`` runs the task
+    benchmark.
     """
 
     prog: str
@@ -176,22 +168,67 @@ def _print_summary(console: Console, title: str, values: dict[str, Any]) -> None
     console.print(table)
 
 
-def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
+def _peek_option(argv: list[str], *names: str) -> str | None:
+    """The value of one option (``--x V`` or ``--x=V``), read before the full parse.
+
+    The full parse needs the run's ``config.yaml`` as its base, and which run that is comes from
+    this option (``--checkpoint``, ``--resume``); everything else is left to the full parser.
+    """
+    peek = OneLineArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument(*names, dest="value", default=None)
+    known, _ = peek.parse_known_args(argv)
+    return known.value
+
+
+def _parse(
+    spec: TaskSpec, parser: _Parser, argv: list[str], base: Path | None = None
+) -> tuple[Namespace, RunConfig]:
+    """Parse ``argv`` on top of the config file ``base`` (when it exists); validate the result."""
+    prefix = ["--config", str(base)] if base is not None and base.is_file() else []
+    ns = parser.parse_args([*prefix, *argv])
+    return ns, _to_run_config(spec, parser, ns)
+
+
+def _run_config_file(checkpoint: Path) -> Path:
+    """``runs/<name>/config.yaml`` for ``runs/<name>/checkpoints/<file>.ckpt``."""
+    return checkpoint.parent.parent / "config.yaml"
+
+
+def _checkpoint_option(parser: _Parser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        type=str,
+        default=None,
+        help="a run's checkpoint, e.g. runs/<name>/checkpoints/best.ckpt; that run's config.yaml "
+        "is the base configuration and flags given here override it",
+    )
+
+
+def _require_checkpoint(argv: list[str], command: str) -> Path:
+    checkpoint = _peek_option(argv, "--checkpoint")
+    if not checkpoint:
+        raise InputError(f"{command} needs --checkpoint runs/<name>/checkpoints/best.ckpt")
+    return Path(checkpoint)
+
+
+def _train_parser(spec: TaskSpec) -> _Parser:
     parser = _config_parser(spec, "train", f"Train a {spec.prog} model into runs/<name>/.")
-    parser.add_argument("--resume", type=str, default=None, help="run folder to continue")
-    argv = list(argv)
-    resume_dir: Path | None = None
-    if "--resume" in argv:
-        index = argv.index("--resume")
-        if index + 1 >= len(argv):
-            raise InputError("--resume needs a run folder, e.g. --resume runs/my-run")
-        resume_dir = Path(argv[index + 1])
-        if not (resume_dir / "config.yaml").is_file():
-            raise InputError(f"{resume_dir}: not a run folder (no config.yaml)")
-        # The saved config is the base; flags given now override it.
-        argv = ["--config", str(resume_dir / "config.yaml"), *argv]
-    ns = parser.parse_args(argv)
-    cfg = _to_run_config(spec, parser, ns)
+    parser.add_argument(
+        "--resume",
+        type=str,
+        default=None,
+        help="run folder to continue (its config.yaml is the base; flags given now override it)",
+    )
+    return parser
+
+
+def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    parser = _train_parser(spec)
+    resume = _peek_option(argv, "--resume")
+    resume_dir = Path(resume) if resume else None
+    if resume_dir is not None and not (resume_dir / "config.yaml").is_file():
+        raise InputError(f"{resume_dir}: not a run folder (no config.yaml)")
+    ns, cfg = _parse(spec, parser, argv, resume_dir / "config.yaml" if resume_dir else None)
     run_dir = resume_dir or cfg.run_dir
     if resume_dir is not None:
         cfg.run.runs_dir, cfg.run.name = str(resume_dir.parent), resume_dir.name
@@ -225,56 +262,45 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
     return 0
 
 
-def load_run(
-    spec: TaskSpec, checkpoint: Path, argv: list[str], command: str
-) -> tuple[RunConfig, HybridTask, pl.LightningDataModule]:
-    """Config (the run's config.yaml, then ``argv``) and module with the checkpoint's weights."""
-    parser = _config_parser(spec, command, "")
-    run_config = checkpoint.parent.parent / "config.yaml"
-    prefix = ["--config", str(run_config)] if run_config.is_file() else []
-    ns = parser.parse_args([*prefix, *argv])
-    cfg = _to_run_config(spec, parser, ns)
+def _restore(
+    spec: TaskSpec, cfg: RunConfig, checkpoint: Path
+) -> tuple[HybridTask, pl.LightningDataModule]:
+    """The task built from ``cfg`` with the checkpoint's weights, precision settings applied."""
     state = load_checkpoint(checkpoint)
     if "state_dict" not in state:
         raise InputError(f"{checkpoint}: not a Lightning checkpoint (no state_dict)")
     module, datamodule = spec.build(cfg)
     load_state_dict_strict(module, state["state_dict"], checkpoint)
-    return cfg, module, datamodule
+    if cfg.trainer.precision != "32-true":  # as in training: attention stays fp32 if asked
+        set_attention_precision(module, cfg.trainer.attention_fp32)
+    return module, datamodule
 
 
-def _take_option(argv: list[str], flag: str, requirement: str) -> tuple[Path, list[str]]:
-    """Remove ``flag VALUE`` from ``argv``; ``InputError(requirement)`` when it is missing."""
-    if flag not in argv or argv.index(flag) + 1 >= len(argv):
-        raise InputError(requirement)
-    index = argv.index(flag)
-    return Path(argv[index + 1]), argv[:index] + argv[index + 2 :]
+def load_run(
+    spec: TaskSpec, checkpoint: Path, argv: list[str], command: str
+) -> tuple[RunConfig, HybridTask, pl.LightningDataModule]:
+    """Config (the run's config.yaml, then ``argv``) and module with the checkpoint's weights.
+
+    ``argv`` holds config flags only; for task commands with options of their own.
+    """
+    parser = _config_parser(spec, command, "")
+    _, cfg = _parse(spec, parser, list(argv), _run_config_file(checkpoint))
+    return cfg, *_restore(spec, cfg, checkpoint)
 
 
-def _split_checkpoint(argv: list[str], command: str) -> tuple[Path, list[str]]:
-    return _take_option(
-        argv, "--checkpoint", f"{command} needs --checkpoint runs/<name>/checkpoints/best.ckpt"
+def _evaluate_parser(spec: TaskSpec) -> _Parser:
+    parser = _config_parser(
+        spec, "evaluate", "Score a checkpoint on the validation data; writes evaluation.json."
     )
-
-
-def _inference_trainer(cfg: RunConfig, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
-    """A Trainer for validate/predict on the run's devices, without logs or checkpoints."""
-    return pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=parse_devices(cfg.trainer.devices),
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        logger=False,
-        callbacks=callbacks or [],
-        enable_progress_bar=cfg.trainer.progress,
-        enable_model_summary=False,
-    )
+    _checkpoint_option(parser)
+    return parser
 
 
 def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
-    checkpoint, rest = _split_checkpoint(argv, "evaluate")
-    cfg, module, datamodule = load_run(spec, checkpoint, rest, "evaluate")
-    trainer = _inference_trainer(cfg)
+    checkpoint = _require_checkpoint(argv, "evaluate")
+    _, cfg = _parse(spec, _evaluate_parser(spec), argv, _run_config_file(checkpoint))
+    module, datamodule = _restore(spec, cfg, checkpoint)
+    trainer = build_inference_trainer(cfg.trainer)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     if trainer.is_global_zero:
         out = checkpoint.parent.parent / "evaluation.json"
@@ -285,10 +311,12 @@ def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
 
 
 class PredictionFileWriter(BasePredictionWriter):
-    """Writes each prediction to ``out_dir/<input stem><suffix>`` atomically, on every rank.
+    """Writes each prediction to ``out_dir/<input name><suffix>`` atomically, on every rank.
 
-    With DDP, Lightning's predict loop gives each rank a disjoint share of the inputs (no
-    padding duplicates), so an archive of scans is one command spread over all devices.
+    The input name loses only its type ending (:func:`shared.engine.io.file_stem`), so
+    ``a.b.tif`` and ``a.c.tif`` give ``a.b<suffix>`` and ``a.c<suffix>``. With DDP, Lightning's
+    predict loop gives each rank a disjoint share of the inputs (no padding duplicates), so an
+    archive of scans is one command spread over all devices.
     """
 
     def __init__(
@@ -299,23 +327,35 @@ class PredictionFileWriter(BasePredictionWriter):
         self.suffix = suffix
         self.write = write
 
+    def target(self, source: Path) -> Path:
+        """Where the prediction for ``source`` goes."""
+        return self.out_dir / f"{file_stem(source)}{self.suffix}"
+
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:  # noqa: D102
         for output, source in zip(prediction, batch["path"], strict=True):
             source = Path(source)
-            target = self.out_dir / f"{source.name.split('.')[0]}{self.suffix}"
-            atomic_write(target, lambda tmp, o=output, s=source: self.write(o.cpu(), s, tmp))
+            atomic_write(
+                self.target(source), lambda tmp, o=output, s=source: self.write(o.cpu(), s, tmp)
+            )
 
 
-def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
-    if spec.predict_dataset is None or spec.write_prediction is None:
-        raise InputError(f"{spec.prog} has no predict command yet")
-    checkpoint, rest = _split_checkpoint(argv, "predict")
-    out_dir, rest = _take_option(rest, "-o", "predict needs -o OUTPUT_DIR")
-    inputs = []
-    while rest and not rest[0].startswith("--"):
-        inputs.append(Path(rest.pop(0)))
+def _predict_parser(spec: TaskSpec) -> _Parser:
+    parser = _config_parser(
+        spec,
+        "predict",
+        "Run a checkpoint on input files or folders, one input at a time (inputs may differ in "
+        f"size); writes OUT/<input name>{spec.prediction_suffix}.",
+    )
+    parser.add_argument("inputs", nargs="*", help="input files or folders (all files inside)")
+    parser.add_argument("-o", "--out", type=str, default=None, help="output folder")
+    _checkpoint_option(parser)
+    return parser
+
+
+def _input_files(inputs: list[Path]) -> list[Path]:
+    """Files named by ``inputs``: files as given, folders by their files in name order."""
     if not inputs:
         raise InputError("predict needs at least one input file or folder")
     files: list[Path] = []
@@ -325,30 +365,66 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
         files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise InputError(f"{', '.join(map(str, inputs))}: no input files")
-    resolved = {f.resolve() for f in files}
-    if out_dir.resolve() in {f.parent for f in resolved} and spec.prediction_suffix in {
-        f.suffix for f in files
-    }:
-        raise InputError(f"{out_dir}: output folder holds the inputs; choose another -o")
-    cfg, module, _ = load_run(spec, checkpoint, rest, "predict")
-    dataset = spec.predict_dataset(files, cfg)
+    return files
+
+
+def _check_targets(files: list[Path], writer: PredictionFileWriter) -> None:
+    """Refuse outputs that would overwrite an input or each other."""
+    inputs = {f.resolve() for f in files}
+    seen: dict[Path, Path] = {}
+    for file in files:
+        target = writer.target(file).resolve()
+        if target in inputs:
+            raise InputError(
+                f"{writer.out_dir}: output folder holds the inputs ({target.name} would be "
+                "overwritten); choose another -o"
+            )
+        if target in seen:
+            raise InputError(f"{seen[target]} and {file} would both write {target}")
+        seen[target] = file
+
+
+def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
+    if spec.predict_dataset is None or spec.write_prediction is None:
+        raise InputError(f"{spec.prog} has no predict command yet")
+    checkpoint = _require_checkpoint(argv, "predict")
+    ns, cfg = _parse(spec, _predict_parser(spec), argv, _run_config_file(checkpoint))
+    if not ns.out:
+        raise InputError("predict needs -o OUTPUT_DIR")
+    files = _input_files([Path(p) for p in ns.inputs])
+    writer = PredictionFileWriter(Path(ns.out), spec.prediction_suffix, spec.write_prediction)
+    _check_targets(files, writer)
+    module, _ = _restore(spec, cfg, checkpoint)
+    # Batch 1: whole inputs may differ in size (default collate cannot stack them), and the
+    # training batch size was chosen for crops, not for whole images or volumes.
     loader = DataLoader(
-        dataset, batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers
+        spec.predict_dataset(files, cfg), batch_size=1, num_workers=cfg.trainer.num_workers
     )
-    writer = PredictionFileWriter(out_dir, spec.prediction_suffix, spec.write_prediction)
-    trainer = _inference_trainer(cfg, [writer])
+    trainer = build_inference_trainer(cfg.trainer, [writer])
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.is_global_zero:
-        console.print(f"{spec.prog} predict: {len(files)} inputs -> {out_dir}/")
+        console.print(f"{spec.prog} predict: {len(files)} inputs -> {writer.out_dir}/")
     return 0
+
+
+def _export_parser(spec: TaskSpec) -> _Parser:
+    parser = _config_parser(
+        spec, "export", "Save a checkpoint's network as a torch.export program (.pt2)."
+    )
+    parser.add_argument("-o", "--out", type=str, default=None, help="output .pt2 file")
+    _checkpoint_option(parser)
+    return parser
 
 
 def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
     if spec.example_input is None:
         raise InputError(f"{spec.prog} has no export command yet")
-    checkpoint, rest = _split_checkpoint(argv, "export")
-    target, rest = _take_option(rest, "-o", "export needs -o OUTPUT.pt2")
-    cfg, module, _ = load_run(spec, checkpoint, rest, "export")
+    checkpoint = _require_checkpoint(argv, "export")
+    ns, cfg = _parse(spec, _export_parser(spec), argv, _run_config_file(checkpoint))
+    if not ns.out:
+        raise InputError("export needs -o OUTPUT.pt2")
+    target = Path(ns.out)
+    module, _ = _restore(spec, cfg, checkpoint)
     model = module.model.eval()
     example = spec.example_input(cfg)
     program = torch.export.export(model, (example,))
@@ -399,6 +475,12 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
             return 0 if args else 2
         command, rest = args[0], args[1:]
         handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+        parsers = {
+            "train": _train_parser,
+            "evaluate": _evaluate_parser,
+            "predict": _predict_parser,
+            "export": _export_parser,
+        }
         try:
             if command in spec.commands:
                 return spec.commands[command][1](rest)
@@ -410,8 +492,8 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
                 raise InputError(
                     f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}"
                 )
-            if command != "train" and rest and rest[0] in ("-h", "--help"):
-                _config_parser(spec, command, _usage(spec)).print_help()
+            if rest and rest[0] in ("-h", "--help"):
+                parsers[command](spec).print_help()
                 return 0
             return handlers[command](spec, rest, console)
         except (InputError, FileNotFoundError) as err:

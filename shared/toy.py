@@ -2,7 +2,8 @@
 
 Images are 3x32x32 noise with one bright square; the class is the quadrant holding it. Data is
 generated from the seed, or read from a folder ``<root>/<class>/<name>.npy`` (ImageFolder-like)
-so tests can exercise real file input. Run ``python -m shared.engine.toy --help``.
+so tests can exercise real file input. Run ``python -m shared.toy --help``. It sits above the
+CLI chassis (it builds one), so it lives beside ``shared/cli.py``, not inside the engine.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from ..classifier import HybridClassifier
-from ..cli import RunConfig, TaskSpec, build_cli
-from .data import TaskDataModule, resumable_loader
-from .io import InputError
-from .module import HybridTask
+from .classifier import HybridClassifier
+from .cli import TaskSpec, build_cli
+from .engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
 
 NUM_CLASSES = 4
 

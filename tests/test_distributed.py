@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.engine.toy import main
+from shared.toy import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
@@ -19,9 +19,9 @@ DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.acceler
 VALIDATE_SCRIPT = """
 import json, sys
 import lightning.pytorch as pl
-from shared.cli import RunConfig
+from shared.engine import RunConfig
 from shared.engine.config import OptimConfig, RegularizationConfig, RunFolderConfig, TrainerConfig
-from shared.engine.toy import SPEC, ToyDataConfig, ToyModelConfig
+from shared.toy import SPEC, ToyDataConfig, ToyModelConfig
 
 out, devices = sys.argv[1], int(sys.argv[2])
 pl.seed_everything(0)
@@ -59,7 +59,7 @@ def test_ddp_metrics_are_synchronised_across_ranks(tmp_path: Path) -> None:
 
 
 def test_ddp_training_writes_one_run_folder_from_rank_zero(tmp_path: Path) -> None:
-    _run([sys.executable, "-m", "shared.engine.toy", "train", *DDP,
+    _run([sys.executable, "-m", "shared.toy", "train", *DDP,
           "--data.num_train", "64", "--data.num_val", "32", "--trainer.batch_size", "8",
           "--trainer.max_epochs", "2", "--trainer.progress", "false",
           "--run.runs_dir", str(tmp_path), "--run.name", "ddp"])  # fmt: skip
@@ -86,7 +86,7 @@ def test_ddp_prediction_covers_every_input_once(tmp_path: Path) -> None:
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main(["predict", str(inputs), "-o", str(single), "--checkpoint", str(checkpoint),
                  "--trainer.progress", "false"]) == 0  # fmt: skip
-    _run([sys.executable, "-m", "shared.engine.toy", "predict", str(inputs), "-o", str(multi),
+    _run([sys.executable, "-m", "shared.toy", "predict", str(inputs), "-o", str(multi),
           "--checkpoint", str(checkpoint), "--trainer.progress", "false", *DDP])  # fmt: skip
     names = sorted(p.name for p in multi.iterdir())
     assert names == sorted(p.name for p in inputs.iterdir())

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from shared.engine.io import InputError, load_checkpoint
-from shared.engine.toy import main
+from shared.toy import main
 
 FAST = [
     "--data.num_train", "64", "--data.num_val", "32", "--trainer.batch_size", "16",
@@ -165,7 +165,7 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def test_resume_after_sigkill_continues_the_same_run(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "shared.engine.toy", "train", *FAST,
+    args = [sys.executable, "-m", "shared.toy", "train", *FAST,
             "--run.runs_dir", str(tmp_path), "--run.name", "killed", "--trainer.max_epochs", "5",
             "--trainer.checkpoint_every_n_steps", "3"]  # fmt: skip
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"

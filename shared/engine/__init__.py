@@ -1,25 +1,38 @@
 """Shared training engine on Lightning: task module, run folders, resume, precision, DDP."""
 
-from .config import OptimConfig, RegularizationConfig, RunFolderConfig, TrainerConfig
+from .config import (
+    OptimConfig,
+    RegularizationConfig,
+    RunConfig,
+    RunFolderConfig,
+    TrainerConfig,
+    reject_regularization,
+    validate_common,
+)
 from .data import TaskDataModule, resumable_loader
-from .io import InputError, atomic_write, atomic_write_json, load_checkpoint
+from .io import InputError, atomic_write, atomic_write_json, file_stem, load_checkpoint
 from .module import HybridTask, split_batch, warmup_cosine
-from .trainer import build_trainer, fit
+from .trainer import build_inference_trainer, build_trainer, fit
 
 __all__ = [
     "HybridTask",
     "InputError",
     "OptimConfig",
     "RegularizationConfig",
+    "RunConfig",
     "RunFolderConfig",
     "TaskDataModule",
     "TrainerConfig",
     "atomic_write",
     "atomic_write_json",
+    "build_inference_trainer",
     "build_trainer",
+    "file_stem",
     "fit",
     "load_checkpoint",
+    "reject_regularization",
     "resumable_loader",
     "split_batch",
+    "validate_common",
     "warmup_cosine",
 ]

@@ -1,12 +1,16 @@
 """Run configuration shared by every task: optimiser, trainer, regularisation, run folder.
 
-Tasks add their own ``data`` and ``model`` dataclasses; :mod:`shared.cli` turns the whole tree
-into command-line flags (``--optim.lr 1e-4``) and a YAML file (``--config run.yaml``).
+Tasks add their own ``data`` and ``model`` dataclasses; :class:`RunConfig` holds the whole tree,
+which :mod:`shared.cli` turns into command-line flags (``--optim.lr 1e-4``) and a YAML file
+(``--config run.yaml``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from .io import InputError
 
@@ -16,6 +20,8 @@ __all__ = [
     "TrainerConfig",
     "RegularizationConfig",
     "RunFolderConfig",
+    "RunConfig",
+    "reject_regularization",
     "validate_common",
 ]
 
@@ -72,6 +78,14 @@ class TrainerConfig:
     limit_train_batches: int | float = 1.0
     """Batches per epoch: an int is a count, a float in (0, 1] a fraction."""
     limit_val_batches: int | float = 1.0
+    val_check_interval: int | float = 1.0
+    """Validate inside an epoch too: a float in (0, 1] is a fraction of the epoch, an int a
+    count of training batches (1.0: once, at the end of the epoch)."""
+    accumulate_grad_batches: int = 1
+    """Add up the gradients of N batches per optimiser step (effective batch: N x batch_size x
+    devices); max_steps, warmup and checkpoint_every_n_steps count optimiser steps."""
+    sync_batchnorm: bool = False
+    """Under DDP on several GPUs, batch-norm statistics over all devices (SyncBatchNorm)."""
     progress: bool = True
     """Show a rich progress bar."""
 
@@ -81,10 +95,15 @@ class RegularizationConfig:
     """The brief's small-data regularisers (MixUp + CutMix via timm, smoothing, drop path)."""
 
     label_smoothing: float = 0.0
+    """Cross-entropy label smoothing in [0, 1) (classification and segmentation)."""
     mixup_alpha: float = 0.0
+    """MixUp Beta(alpha, alpha) mixing of image pairs (classification only; 0: off)."""
     cutmix_alpha: float = 0.0
+    """CutMix Beta(alpha, alpha) box mixing of image pairs (classification only; 0: off)."""
     mix_prob: float = 1.0
+    """Probability that a batch is mixed when MixUp or CutMix is on."""
     drop_path_rate: float = 0.0
+    """Stochastic depth: drop rate of the deepest block, rising linearly from 0."""
 
 
 @dataclass
@@ -97,9 +116,52 @@ class RunFolderConfig:
     """Allow training into an existing run folder (otherwise use --resume or a new name)."""
 
 
+@dataclass
+class RunConfig:
+    """The resolved configuration of one run: task sections plus the shared engine sections."""
+
+    data: Any
+    model: Any
+    optim: OptimConfig
+    trainer: TrainerConfig
+    regularization: RegularizationConfig
+    run: RunFolderConfig
+
+    @property
+    def run_dir(self) -> Path:
+        """``<runs_dir>/<name>``."""
+        return Path(self.run.runs_dir) / self.run.name
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise InputError(message)
+
+
+def _check_batches(value: int | float, flag: str) -> None:
+    # Lightning's convention for batch limits and intervals: an int counts, a float is a share.
+    if isinstance(value, int):
+        _check(value >= 1, f"--trainer.{flag} must be a count >= 1 or a fraction in (0, 1]")
+    else:
+        _check(0 < value <= 1, f"--trainer.{flag} must be a count >= 1 or a fraction in (0, 1]")
+
+
+def reject_regularization(
+    regularization: RegularizationConfig, task: str, names: Iterable[str]
+) -> None:
+    """``InputError`` for the first of ``names`` set away from its default: ``task`` ignores it.
+
+    A task calls this from its ``validate`` for each regulariser it cannot apply, so a flag is
+    either honoured or refused, never silently dropped.
+    """
+    defaults = RegularizationConfig()
+    known = {f.name for f in fields(RegularizationConfig)}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"RegularizationConfig has no field {name!r}")
+        value = getattr(regularization, name)
+        if value != getattr(defaults, name):
+            raise InputError(f"--regularization.{name} {value}: not supported by {task}")
 
 
 def validate_common(
@@ -117,11 +179,38 @@ def validate_common(
     )
     _check(trainer.batch_size >= 1, f"--trainer.batch_size must be >= 1, got {trainer.batch_size}")
     _check(trainer.max_epochs >= 1, f"--trainer.max_epochs must be >= 1, got {trainer.max_epochs}")
+    _check(
+        trainer.max_steps == -1 or trainer.max_steps >= 1,
+        f"--trainer.max_steps must be -1 (off) or >= 1, got {trainer.max_steps}",
+    )
+    _check(trainer.num_workers >= 0, "--trainer.num_workers must be >= 0")
     _check(trainer.num_nodes >= 1, f"--trainer.num_nodes must be >= 1, got {trainer.num_nodes}")
     _check(0 <= trainer.ema_decay < 1, "--trainer.ema_decay must be in [0, 1)")
+    _check(trainer.val_every_n_epochs >= 1, "--trainer.val_every_n_epochs must be >= 1")
+    _check(trainer.checkpoint_every_n_steps >= 0, "--trainer.checkpoint_every_n_steps must be >= 0")
+    _check(trainer.log_every_n_steps >= 1, "--trainer.log_every_n_steps must be >= 1")
+    _check(trainer.monitor_every_n_steps >= 0, "--trainer.monitor_every_n_steps must be >= 0")
+    for flag in ("limit_train_batches", "limit_val_batches", "val_check_interval"):
+        _check_batches(getattr(trainer, flag), flag)
+    _check(
+        trainer.accumulate_grad_batches >= 1,
+        f"--trainer.accumulate_grad_batches must be >= 1, got {trainer.accumulate_grad_batches}",
+    )
+    # PyTorch's SyncBatchNorm raises on CPU tensors once a process group exists.
+    _check(
+        not (trainer.sync_batchnorm and trainer.accelerator == "cpu"),
+        "--trainer.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)",
+    )
     _check(0 <= regularization.label_smoothing < 1, "--regularization.label_smoothing in [0, 1)")
     _check(regularization.mixup_alpha >= 0, "--regularization.mixup_alpha must be >= 0")
     _check(regularization.cutmix_alpha >= 0, "--regularization.cutmix_alpha must be >= 0")
+    _check(0 <= regularization.mix_prob <= 1, "--regularization.mix_prob must be in [0, 1]")
+    _check(
+        regularization.mix_prob == 1
+        or regularization.mixup_alpha > 0
+        or regularization.cutmix_alpha > 0,
+        "--regularization.mix_prob needs --regularization.mixup_alpha or cutmix_alpha > 0",
+    )
     _check(
         0 <= regularization.drop_path_rate < 1, "--regularization.drop_path_rate must be in [0, 1)"
     )

@@ -1,4 +1,4 @@
-"""Atomic file writes and safe checkpoint loading for run folders.
+"""Atomic file writes, safe checkpoint loading and the file-name rule for run folders.
 
 Every file a run writes goes to a temporary file in the same folder and is renamed into place,
 so an interrupted run never leaves a half-written ``summary.json``, config or plot.
@@ -24,13 +24,33 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_yaml",
+    "file_stem",
     "load_checkpoint",
     "load_state_dict_strict",
 ]
 
 
+# File types whose ending has two parts: "scan.nii.gz" is the file "scan", not "scan.nii".
+MULTI_PART_ENDINGS = (".nii.gz", ".ome.tif", ".ome.tiff")
+
+
 class InputError(ValueError):
     """A user-facing problem with an input (file, folder, config value): CLIs exit with code 2."""
+
+
+def file_stem(path: str | Path) -> str:
+    """A file's name without its type ending: ``a.b.tif`` -> ``a.b``, ``scan.nii.gz`` -> ``scan``.
+
+    The one rule for naming outputs after inputs (and cases after files): only the type ending
+    goes, so ``a.b.tif`` and ``a.c.tif`` keep distinct names. Known two-part endings
+    (:data:`MULTI_PART_ENDINGS`, any letter case) go whole; otherwise the last suffix goes.
+    """
+    name = Path(path).name
+    lower = name.lower()
+    for ending in MULTI_PART_ENDINGS:
+        if lower.endswith(ending) and len(name) > len(ending):
+            return name[: -len(ending)]
+    return Path(name).stem
 
 
 def _umask() -> int:

@@ -14,10 +14,12 @@ import lightning.pytorch as pl
 import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
+from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics import MetricCollection
 
 from .config import OptimConfig, RegularizationConfig
+from .io import InputError
 
 __all__ = ["HybridTask", "split_batch", "warmup_cosine"]
 
@@ -75,7 +77,10 @@ class HybridTask(pl.LightningModule):
         self.mixer: Mixup | None = None
         if reg.mixup_alpha > 0 or reg.cutmix_alpha > 0:
             if not num_classes:
-                raise ValueError("MixUp/CutMix need num_classes (classification tasks only)")
+                raise InputError(
+                    "--regularization.mixup_alpha/cutmix_alpha: MixUp and CutMix are for "
+                    "classification tasks only"
+                )
             self.mixer = Mixup(
                 mixup_alpha=reg.mixup_alpha,
                 cutmix_alpha=reg.cutmix_alpha,
@@ -88,6 +93,10 @@ class HybridTask(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Model output."""
         return self.model(x)
+
+    def infer(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Output for whole validation/prediction inputs; tasks override it to tile them."""
+        return self(inputs)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss (mixed targets when MixUp/CutMix is on)."""
@@ -103,29 +112,27 @@ class HybridTask(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Validation loss and metric update."""
         inputs, targets = split_batch(batch)
-        output = self(inputs)
+        output = self.infer(inputs)
         self.log("val/loss", self.loss_fn(output, targets), on_epoch=True, sync_dist=True)
         self.val_metrics.update(output, targets)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        """Raw model outputs; tasks override to add decoding."""
+        """Raw model outputs (through :meth:`infer`); tasks override to add decoding."""
         inputs, _ = split_batch(batch)
-        return self(inputs)
+        return self.infer(inputs)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (no decay on norms, biases, 1-D params) with per-step warmup + cosine."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.optim.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.optim.lr,
+        """AdamW with per-step warmup + cosine decay.
+
+        No weight decay on norms, biases and other 1-D parameters, nor on the names the model
+        lists in ``no_weight_decay()`` (timm's convention, e.g. positional embeddings).
+        """
+        skip = getattr(self.model, "no_weight_decay", lambda: ())()
+        groups = param_groups_weight_decay(
+            self, self.optim.weight_decay, no_weight_decay_list={f"model.{n}" for n in skip}
         )
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(total, self.optim.warmup_fraction, self.optim.min_lr_ratio)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import (
     EMAWeightAveraging,
     LearningRateMonitor,
@@ -22,11 +24,17 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..attention import SpatialSelfAttention
 from ..monitors import HybridMonitorCallback
-from .callbacks import RNGStateCallback, RunSummaryCallback
+from .callbacks import LoaderPositionCallback, RNGStateCallback, RunSummaryCallback
 from .config import TrainerConfig
 from .io import InputError, atomic_write_json, load_checkpoint
 
-__all__ = ["build_trainer", "fit", "set_attention_precision", "parse_devices"]
+__all__ = [
+    "build_inference_trainer",
+    "build_trainer",
+    "fit",
+    "set_attention_precision",
+    "parse_devices",
+]
 
 
 def parse_devices(devices: str) -> int | str | list[int]:
@@ -50,6 +58,48 @@ def set_attention_precision(model: pl.LightningModule, fp32: bool) -> int:
     for layer in layers:
         layer.attention_fp32 = fp32
     return len(layers)
+
+
+def _lightning_trainer(**kwargs: Any) -> pl.Trainer:
+    """``pl.Trainer(**kwargs)``; a setting Lightning refuses becomes a one-line ``InputError``."""
+    try:
+        return pl.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError) as err:
+        # e.g. more devices than the machine has, an unknown strategy or accelerator name.
+        raise InputError("--trainer settings: " + " ".join(str(err).split())) from None
+
+
+def _check_sync_batchnorm(cfg: TrainerConfig, trainer: pl.Trainer) -> None:
+    # After Lightning resolved 'auto': SyncBatchNorm needs a process group of GPUs.
+    if not cfg.sync_batchnorm:
+        return
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        raise InputError(
+            "--trainer.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)"
+        )
+    if trainer.world_size < 2:
+        raise InputError(
+            "--trainer.sync_batchnorm has no effect on one device; use several with "
+            "--trainer.devices N --trainer.strategy ddp"
+        )
+
+
+def build_inference_trainer(
+    cfg: TrainerConfig, callbacks: list[pl.Callback] | None = None
+) -> pl.Trainer:
+    """A Trainer for validate/predict on the run's devices, without logs or checkpoints."""
+    return _lightning_trainer(
+        accelerator=cfg.accelerator,
+        devices=parse_devices(cfg.devices),
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        logger=False,
+        callbacks=callbacks or [],
+        limit_val_batches=cfg.limit_val_batches,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+    )
 
 
 def _next_attempt(run_dir: Path) -> int:
@@ -90,6 +140,7 @@ def build_trainer(
         best,
         last,
         RNGStateCallback(),
+        LoaderPositionCallback(),
         RunSummaryCallback(run_dir, headline, mode),
         LearningRateMonitor(logging_interval="step"),
         *(extra_callbacks or []),
@@ -107,7 +158,7 @@ def build_trainer(
         version=f"attempt-{attempt}",
         flush_logs_every_n_steps=cfg.log_every_n_steps,
     )
-    return pl.Trainer(
+    return _lightning_trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps,
@@ -122,6 +173,9 @@ def build_trainer(
         logger=logger,
         log_every_n_steps=cfg.log_every_n_steps,
         check_val_every_n_epoch=cfg.val_every_n_epochs,
+        val_check_interval=cfg.val_check_interval,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        sync_batchnorm=cfg.sync_batchnorm,
         limit_train_batches=cfg.limit_train_batches,
         limit_val_batches=cfg.limit_val_batches,
         enable_progress_bar=cfg.progress,
@@ -159,6 +213,7 @@ def fit(
     if cfg.precision != "32-true":
         set_attention_precision(module, cfg.attention_fp32)
     trainer = build_trainer(cfg, run_dir, headline, mode, grad_clip, extra_callbacks)
+    _check_sync_batchnorm(cfg, trainer)
     _mark_attempt_start(trainer, start_step)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
