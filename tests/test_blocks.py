@@ -263,3 +263,16 @@ def test_block_level_errors() -> None:
         HybridBlock(1, 8, 8)
     with pytest.raises(ValueError, match="attention_ratio"):
         HybridBlock(2, 8, 8, attention_ratio=0.0)
+
+
+def test_windowed_model_exports_with_torch_export() -> None:
+    from shared import HybridClassifier, make_stages
+
+    stages = make_stages(
+        (1, 1, 2, 1), (16, 32, 32, 64), "CCHH", (4, 4, 4, 4), attention="window", window_size=3
+    )
+    model = HybridClassifier("hybrid_tiny", num_classes=3, stages=stages).eval()
+    x = torch.randn(1, 3, 80, 80)  # 5x5 map at reduction 16: padded, shifted windows
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x))
