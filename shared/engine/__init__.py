@@ -1,4 +1,4 @@
-"""Shared training engine on Lightning: task module, run folders, resume, precision, DDP."""
+"""Shared training engine on Lightning: task modules, run folders, resume, precision, DDP."""
 
 from .config import (
     OptimConfig,
@@ -10,12 +10,14 @@ from .config import (
     validate_common,
 )
 from .data import TaskDataModule, resumable_loader
+from .image_task import ImageToImageTask
 from .io import InputError, atomic_write, atomic_write_json, file_stem, load_checkpoint
 from .module import HybridTask, split_batch, warmup_cosine
 from .trainer import build_inference_trainer, build_trainer, fit
 
 __all__ = [
     "HybridTask",
+    "ImageToImageTask",
     "InputError",
     "OptimConfig",
     "RegularizationConfig",
