@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,18 +29,18 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import SegResNet, SwinUNETR, UNet
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 from torch import nn
 
-from shared.engine.io import atomic_write, atomic_write_json, atomic_write_text
+from shared.bench import OURS, BenchResult, Report, Section, Table, command_line, write_report
+from shared.layers import count_parameters
 
 from .metrics import dice_per_class, hd95_per_class
-from .model import build_medical_model, count_parameters, estimate_training_memory
+from .model import build_medical_model, estimate_training_memory
 from .phantom import PhantomConfig, write_mni_demo, write_phantom_dataset
 from .prepare import load_prepared, prepare_dataset
 from .transforms import train_transforms, val_transforms
 
-__all__ = ["MODELS", "BenchResult", "run_bench", "main"]
+__all__ = ["MODELS", "build_report", "main", "run_bench"]
 
 ModelFactory = Callable[[int, int], nn.Module]
 
@@ -56,21 +53,6 @@ MODELS: dict[str, ModelFactory] = {
     "MONAI SegResNet": lambda c, k: SegResNet(3, init_filters=16, in_channels=c, out_channels=k),
     "MONAI SwinUNETR": lambda c, k: SwinUNETR(in_channels=c, out_channels=k, feature_size=24),
 }
-
-
-@dataclass
-class BenchResult:
-    """What one model achieved under the shared budget."""
-
-    model: str
-    params_m: float
-    dice_mean: float
-    dice_per_class: dict[str, float]
-    hd95_mean: float
-    train_seconds: float
-    train_voxels_per_s: float
-    infer_seconds_per_volume: float
-    est_peak_train_gib: float
 
 
 def _dataset(kind: str, root: Path, quick: bool) -> Path:
@@ -180,12 +162,13 @@ def run_bench(
                 labels,
             )
             results.append(
-                BenchResult(
-                    model=name,
-                    params_m=count_parameters(model) / 1e6,
+                _result(
+                    name,
+                    model,
+                    [batch, channels, *patch],
                     dice_mean=float(np.nanmean(list(per_class.values()))),
                     dice_per_class=per_class,
-                    hd95_mean=hd_mean,
+                    hd95_mean_mm=hd_mean,
                     train_seconds=seconds,
                     train_voxels_per_s=voxels / seconds,
                     infer_seconds_per_volume=infer_s,
@@ -207,97 +190,92 @@ def run_bench(
     return results, facts
 
 
-def _table(results: list[BenchResult]) -> Table:
-    table = Table(title="medical segmentation: same data, same training budget")
-    columns = [
-        "model",
-        "params M",
-        "Dice mean",
-        "per-class Dice",
-        "HD95 mm",
-        "train s",
-        "train vox/s",
-        "infer s/vol",
-        "est. peak GiB",
+def _result(name: str, model: nn.Module, shape: list[int], **numbers: Any) -> BenchResult:
+    """A :class:`BenchResult` for one model; ``dice_per_class`` goes to ``info``."""
+    per_class = numbers.pop("dice_per_class")
+    return BenchResult(
+        name=name,
+        family=OURS if "ours" in name else "monai",
+        dims=3,
+        input_shape=shape,
+        threads=torch.get_num_threads(),
+        params=count_parameters(model),
+        metrics=numbers,
+        info={"dice_per_class": per_class},
+    )
+
+
+def _row(r: BenchResult) -> list[str]:
+    m = r.metrics
+    return [
+        r.name,
+        ", ".join(f"{k} {v:.3f}" for k, v in r.info["dice_per_class"].items()),
+        f"{r.params / 1e6:.2f}",
+        f"{m['dice_mean']:.3f}",
+        f"{m['hd95_mean_mm']:.2f}",
+        f"{m['train_seconds']:.0f}",
+        f"{m['train_voxels_per_s']:,.0f}",
+        f"{m['infer_seconds_per_volume']:.2f}",
+        f"{m['est_peak_train_gib']:.2f}",
     ]
-    for column in columns:
-        table.add_column(
-            column, justify="left" if column in ("model", "per-class Dice") else "right"
-        )
-    for r in results:
-        per_class = ", ".join(f"{k} {v:.3f}" for k, v in r.dice_per_class.items())
-        table.add_row(
-            r.model,
-            f"{r.params_m:.2f}",
-            f"{r.dice_mean:.3f}",
-            per_class,
-            f"{r.hd95_mean:.2f}",
-            f"{r.train_seconds:.0f}",
-            f"{r.train_voxels_per_s:,.0f}",
-            f"{r.infer_seconds_per_volume:.2f}",
-            f"{r.est_peak_train_gib:.2f}",
-        )
-    return table
 
 
-def _markdown(results: list[BenchResult], facts: dict, command: str) -> str:
-    lines = [
-        "# Medical segmentation benchmark",
-        "",
-        f"- Date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"- Reproduce: `{command}`",
-        f"- Machine: {platform.processor() or platform.machine()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32",
-        f"- Data: {facts['dataset']}; training cases {facts['train_cases']}, held-out "
-        f"{facts['held_out_cases']}; spacing {facts['spacing']} mm",
-        f"- Budget: {facts['steps']} AdamW steps (lr {facts['lr']}), patch {facts['patch']}, "
-        f"{facts['batch']} patches per step, Dice+CE; gaussian sliding window, overlap 0.5",
-        "- Peak memory: estimated for one bf16 training step with the meta-device estimator "
-        "(no GPU here), the same for every model.",
-        "",
-        "| model | params M | Dice mean | per-class Dice | HD95 mm | train s | train vox/s "
-        "| infer s/vol | est. peak GiB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+def _comparison(results: list[BenchResult]) -> list[str]:
+    """The hybrid against its pure-CNN control, when both ran."""
+    ours = next((r for r in results if r.name == "hybrid (ours)"), None)
+    cnn = next((r for r in results if r.name.startswith("pure CNN")), None)
+    if ours is None or cnn is None:
+        return []
+    a, b = ours.metrics["dice_mean"], cnn.metrics["dice_mean"]
+    return [
+        f"Hybrid vs pure CNN at matched parameters, same run: Dice {a:.3f} vs {b:.3f} "
+        f"({100 * (a - b):+.1f} points; the design brief claims +4.1%). A short CPU budget on "
+        "one dataset: a single seed, not a verdict."
     ]
-    for r in results:
-        per_class = ", ".join(f"{k} {v:.3f}" for k, v in r.dice_per_class.items())
-        lines.append(
-            f"| {r.model} | {r.params_m:.2f} | {r.dice_mean:.3f} | {per_class} | "
-            f"{r.hd95_mean:.2f} | {r.train_seconds:.0f} | {r.train_voxels_per_s:,.0f} | "
-            f"{r.infer_seconds_per_volume:.2f} | {r.est_peak_train_gib:.2f} |"
-        )
-    ours = next((r for r in results if r.model == "hybrid (ours)"), None)
-    cnn = next((r for r in results if r.model.startswith("pure CNN")), None)
-    if ours and cnn:
-        lines += [
-            "",
-            f"Hybrid vs pure CNN at matched parameters, same run: Dice "
-            f"{ours.dice_mean:.3f} vs {cnn.dice_mean:.3f} "
-            f"({100 * (ours.dice_mean - cnn.dice_mean):+.1f} points; the design brief "
-            "claims +4.1%). A short CPU budget on one dataset: a single seed, not a "
-            "verdict.",
-        ]
-    return "\n".join(lines) + "\n"
 
 
-def _plot(results: list[BenchResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    names = [r.model for r in results]
+def _plot(figure: Any, results: list[BenchResult]) -> None:
+    """Mean foreground Dice per model, ours in red."""
+    axis = figure.add_subplot(1, 1, 1)
+    figure.set_size_inches(7, 3.5)
     axis.barh(
-        names,
-        [r.dice_mean for r in results],
-        color=["tab:red" if "ours" in n else "tab:gray" for n in names],
+        [r.name for r in results],
+        [r.metrics["dice_mean"] for r in results],
+        color=["tab:red" if r.family == OURS else "tab:gray" for r in results],
     )
     axis.set_xlabel("mean foreground Dice (held-out cases)")
     axis.set_xlim(0, 1)
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)
+
+
+def build_report(results: list[BenchResult], facts: dict, command: str) -> Report:
+    """The medical report: one table row per model and the hybrid-vs-CNN sentence."""
+    columns = ["model", "per-class Dice", "params M", "Dice mean", "HD95 mm", "train s"]
+    columns += ["train vox/s", "infer s/vol", "est. peak GiB"]
+    table = Table(
+        columns,
+        [_row(r) for r in results],
+        bold=[r.family == OURS for r in results],
+        text_columns=2,
+    )
+    return Report(
+        name="medical",
+        title="Medical segmentation benchmark",
+        command=command,
+        sections=[
+            Section("Same data, same training budget", table=table, notes=_comparison(results))
+        ],
+        data={"facts": facts, "results": results},
+        plot=lambda figure: _plot(figure, results),
+        facts={
+            "Data": f"{facts['dataset']}; training cases {facts['train_cases']}, held-out "
+            f"{facts['held_out_cases']}; spacing {facts['spacing']} mm",
+            "Budget": f"{facts['steps']} AdamW steps (lr {facts['lr']}), patch {facts['patch']}, "
+            f"{facts['batch']} patches per step, Dice+CE; gaussian sliding window, overlap 0.5",
+        },
+        method="CPU, fp32. Peak memory: estimated for one bf16 training step with the "
+        "meta-device estimator (`medical.model.estimate_training_memory`), the same for every "
+        "model.",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset, args.steps, args.patch = "phantom", 2, [32, 32, 32]
-    command = " ".join(["hv-med bench", *(shlex.quote(a) for a in argv)])
+    command = command_line("hv-med bench", argv)
     console = Console()
     results, facts = run_bench(
         args.dataset,
@@ -335,16 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.work_dir,
         args.quick,
     )
-    console.print(_table(results))
-    markdown = _markdown(results, facts, command)
-    atomic_write_text(args.out_dir / "medical.md", markdown)
-    atomic_write_json(
-        args.out_dir / "medical.json",
-        {"command": command, "facts": facts, "results": [asdict(r) for r in results]},
-    )
-    _plot(results, args.out_dir / "medical.png")
-    console.print(markdown.strip().splitlines()[-1])
-    console.print(f"reproduce: {command}\nwritten: {args.out_dir}/medical.{{md,json,png}}")
+    write_report(build_report(results, facts, command), args.out_dir, console)
     return 0
 
 

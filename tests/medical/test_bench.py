@@ -15,12 +15,13 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path: Path) -> None:
     ])  # fmt: skip
     assert code == 0
     report = json.loads((tmp_path / "out" / "medical.json").read_text())
-    assert [r["model"] for r in report["results"]] == ["hybrid (ours)", "MONAI UNet"]
+    assert [r["name"] for r in report["results"]] == ["hybrid (ours)", "MONAI UNet"]
     for result in report["results"]:
-        assert 0.0 <= result["dice_mean"] <= 1.0
-        assert result["params_m"] > 0 and result["train_voxels_per_s"] > 0
-        assert result["infer_seconds_per_volume"] > 0 and result["est_peak_train_gib"] > 0
-        assert set(result["dice_per_class"]) == {"organ1", "organ2"}
+        metrics = result["metrics"]
+        assert 0.0 <= metrics["dice_mean"] <= 1.0
+        assert result["params"] > 0 and metrics["train_voxels_per_s"] > 0
+        assert metrics["infer_seconds_per_volume"] > 0 and metrics["est_peak_train_gib"] > 0
+        assert set(result["info"]["dice_per_class"]) == {"organ1", "organ2"}
     assert report["facts"]["held_out_cases"] == ["phantom_002"]
     markdown = (tmp_path / "out" / "medical.md").read_text()
     assert "Reproduce: `hv-med bench --quick" in markdown

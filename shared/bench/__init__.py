@@ -1,0 +1,52 @@
+"""Benchmarks: ``python -m shared.bench backbone [--quick]`` and ``python -m shared.bench engine``.
+
+The top of the layering: it may import anything in ``shared``, nothing imports it but the
+verticals' own benchmarks. ``registry`` lists the models, ``measure`` times and counts,
+``report`` writes every benchmark's md/json/png, ``backbone``, ``scaling`` and ``engine`` are
+the benchmarks, ``cli`` the command line.
+"""
+
+from .cli import build_parser, main
+from .measure import (
+    ALL_CORES,
+    MachineLoad,
+    TrainStep,
+    count_macs,
+    inference_step,
+    peak_memory,
+    time_call,
+)
+from .registry import MODEL_SPECS, REFERENCE_CNN, ModelSpec
+from .report import (
+    OURS,
+    BenchResult,
+    Report,
+    Section,
+    Table,
+    command_line,
+    machine_info,
+    write_report,
+)
+
+__all__ = [
+    "ALL_CORES",
+    "MODEL_SPECS",
+    "OURS",
+    "REFERENCE_CNN",
+    "BenchResult",
+    "MachineLoad",
+    "ModelSpec",
+    "Report",
+    "Section",
+    "Table",
+    "TrainStep",
+    "build_parser",
+    "command_line",
+    "count_macs",
+    "inference_step",
+    "machine_info",
+    "main",
+    "peak_memory",
+    "time_call",
+    "write_report",
+]
