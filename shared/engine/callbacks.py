@@ -17,14 +17,28 @@ import torch
 
 from .io import atomic_write, atomic_write_json
 
-__all__ = ["RNGStateCallback", "RunSummaryCallback", "merge_metric_logs", "plot_curves"]
+__all__ = [
+    "LoaderPositionCallback",
+    "RNGStateCallback",
+    "RunSummaryCallback",
+    "merge_metric_logs",
+    "plot_curves",
+]
 
 
 class RNGStateCallback(pl.Callback):
     """Saves Python, NumPy and torch RNG states in checkpoints and restores them on resume.
 
     Stored as tensors and plain ints so the checkpoint still loads with ``weights_only=True``.
+    The states are put back just before the first training batch after the resume, not when the
+    checkpoint is read: building the loaders in between draws from the global RNG (sampler and
+    loader seeds), and a run resumed mid-epoch would otherwise drop paths and augment
+    differently from the uninterrupted run.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:  # noqa: D102
         kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -35,7 +49,10 @@ class RNGStateCallback(pl.Callback):
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        states = checkpoint.get("rng_states")
+        self._pending = checkpoint.get("rng_states") or None
+
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:  # noqa: D102
+        states, self._pending = self._pending, None
         if not states:
             return
         torch.set_rng_state(states["torch"])
@@ -43,6 +60,27 @@ class RNGStateCallback(pl.Callback):
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         version, internal, gauss = states["python"]
         random.setstate((version, tuple(internal), gauss))
+
+
+class LoaderPositionCallback(pl.Callback):
+    """Puts a resumable training loader back at its checkpointed position on resume.
+
+    Lightning restores a stateful loader's position only if it builds the loader after reading
+    the checkpoint. A ``configure_optimizers`` that asks ``trainer.estimated_stepping_batches``
+    (ours does, for the LR schedule) makes it build the loader first, and the saved position is
+    then silently dropped: a resumed run restarts the epoch's shuffle from a fresh generator and
+    sees other batches than an uninterrupted run (Lightning issue #20550). At train start, after
+    the checkpoint is read, this loads the pending position and restarts the loader's iterator,
+    as Lightning's own resume path would have.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        loop = trainer.fit_loop
+        if not getattr(loop, "_combined_loader_states_to_load", None):
+            return  # nothing pending: a fresh run, or Lightning already restored the loader
+        loop._load_combined_loader_states()
+        if loop._data_fetcher is not None:
+            iter(loop._data_fetcher)  # the iterator made before the restore is stale
 
 
 def merge_metric_logs(attempt_files: list[Path], start_steps: list[int]) -> list[dict[str, str]]:
