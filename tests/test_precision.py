@@ -13,11 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared import SpatialSelfAttention
-
-try:  # the toy task moves from shared.engine.toy to shared.toy
-    from shared.toy import main as toy_main
-except ImportError:
-    from shared.engine.toy import main as toy_main
+from shared.toy import main as toy_main
 
 
 @pytest.fixture
