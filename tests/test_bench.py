@@ -13,12 +13,8 @@ import torch
 from rich.console import Console
 
 from shared.bench import BenchResult, Report, Section, Table, main, peak_memory, time_call
-from shared.bench.backbone import (
-    build_report,
-    headline_ratios,
-    reference_ratios,
-    reference_sentence,
-)
+from shared.bench.backbone import build_report
+from shared.bench.headline import headline_ratios, reference_ratios, reference_sentence
 from shared.bench.report import OURS, render_markdown, write_report
 from shared.bench.scaling import ScalingPoint, measure_scaling, scaling_section, scaling_summary
 

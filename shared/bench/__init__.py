@@ -2,8 +2,9 @@
 
 The top of the layering: it may import anything in ``shared``, nothing imports it but the
 verticals' own benchmarks. ``registry`` lists the models, ``measure`` times and counts,
-``report`` writes every benchmark's md/json/png, ``backbone``, ``scaling`` and ``engine`` are
-the benchmarks, ``cli`` the command line.
+``report`` writes every benchmark's md/json/png; ``backbone`` (with ``headline`` for its ratios
+and ``scaling`` for window vs global attention) and ``engine`` are the benchmarks; ``cli`` is
+the command line.
 """
 
 from .cli import build_parser, main

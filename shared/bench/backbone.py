@@ -3,59 +3,49 @@
 Everything is measured in one run on this machine, so every ratio compares numbers taken under
 the same load and library versions: parameters, forward MACs, inference and train-step
 throughput and train-step peak memory of every model at one thread; our 2D presets and resnet18
-again at all cores; and window vs global attention at two input sizes. The headline states each
-preset's speed as a ratio to resnet18 and checks the targets against botnet26t and coatnet_nano.
+again at all cores; and window vs global attention at two input sizes. The headline
+(:mod:`shared.bench.headline`) states each preset's speed as a ratio to resnet18 and checks the
+targets against botnet26t and coatnet_nano. The command line is in :mod:`shared.bench.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
-import textwrap
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.benchmark import set_torch_threads
 
 from ..layers import count_parameters
-from .measure import (
-    ALL_CORES,
-    MachineLoad,
-    TrainStep,
-    count_macs,
-    inference_step,
-    peak_memory,
-    resolve_threads,
-    time_call,
+from .headline import (
+    headline_ratios,
+    reference_ratios,
+    reference_sentence,
+    target_line,
+    threads_text,
 )
+from .measure import TrainStep, count_macs, inference_step, peak_memory, time_call
 from .registry import (
     HEADLINE_BASELINES,
     HEADLINE_MODEL,
     HEADLINE_TRAIN_TARGET,
-    MODEL_SPECS,
     REFERENCE_CNN,
     THREE_D_CAVEAT,
     ModelSpec,
 )
-from .report import OURS, BenchResult, Report, Section, Table, command_line, write_report
-from .scaling import SIDES, ScalingPoint, measure_scaling, scaling_section, scaling_summary
+from .report import OURS, BenchResult, Report, Section, Table
+from .scaling import ScalingPoint, scaling_section, scaling_summary
 
 __all__ = [
     "FULL_DEFAULTS",
     "QUICK_DEFAULTS",
     "Settings",
-    "add_parser",
     "bench_model",
     "build_report",
-    "headline_ratios",
-    "reference_ratios",
-    "reference_sentence",
-    "run_backbone",
+    "measure_all",
 ]
 
 METHOD_NOTE = (
@@ -91,7 +81,6 @@ class Settings:
 # 3D steps take seconds each, so a minimum time still gives at least one timed step.
 FULL_DEFAULTS = {2: Settings(2, 224, 8, 0, 6.0), 3: Settings(3, 96, 1, 0, 6.0)}
 QUICK_DEFAULTS = {2: Settings(2, 224, 8, 0, 1.5), 3: Settings(3, 64, 1, 0, 1.0)}
-FULL_OUT, QUICK_OUT = "docs/benchmarks", "runs/bench"
 _UNIT = {2: "img/s", 3: "vol/s"}
 
 
@@ -131,92 +120,6 @@ def _bench_model(spec: ModelSpec, settings: Settings, threads: int, memory: bool
     result.metrics["train_per_s"] = settings.batch / statistics.median(train_times)
     result.info.update(infer_times_s=infer_times, train_times_s=train_times)
     return result
-
-
-def _find(results: list[BenchResult], name: str, dims: int, threads: int) -> BenchResult | None:
-    for result in results:
-        if (result.name, result.dims, result.threads) == (name, dims, threads) and not result.error:
-            return result
-    return None
-
-
-def headline_ratios(results: list[BenchResult], threads: int = 1) -> list[dict[str, Any]]:
-    """The targets: ``HEADLINE_MODEL`` against each headline baseline measured at ``threads``.
-
-    PASS when it trains at least ``HEADLINE_TRAIN_TARGET`` times as fast with no more
-    parameters. Baselines that were not measured are left out.
-    """
-    ours = _find(results, HEADLINE_MODEL, 2, threads)
-    ratios: list[dict[str, Any]] = []
-    for baseline_name in HEADLINE_BASELINES if ours else ():
-        baseline = _find(results, baseline_name, 2, threads)
-        if baseline is None:
-            continue
-        train = ours.metrics["train_per_s"] / baseline.metrics["train_per_s"]
-        params = ours.params / baseline.params
-        passed = train >= HEADLINE_TRAIN_TARGET and params <= 1.0
-        ratios.append(
-            {
-                "model": HEADLINE_MODEL,
-                "baseline": baseline_name,
-                "threads": threads,
-                "train_ratio": train,
-                "infer_ratio": ours.metrics["infer_per_s"] / baseline.metrics["infer_per_s"],
-                "param_ratio": params,
-                "verdict": "PASS" if passed else "MISS",
-            }
-        )
-    return ratios
-
-
-def _target_line(ratio: dict[str, Any]) -> str:
-    return (
-        f"{ratio['verdict']}: {ratio['model']} / {ratio['baseline']}: "
-        f"train {ratio['train_ratio']:.2f}x (want >= {HEADLINE_TRAIN_TARGET}), "
-        f"params {ratio['param_ratio']:.2f}x (want <= 1), inference {ratio['infer_ratio']:.2f}x"
-    )
-
-
-def reference_ratios(results: list[BenchResult]) -> list[dict[str, Any]]:
-    """Each of our 2D models against ``REFERENCE_CNN`` measured at the same thread count."""
-    rows = []
-    for ours in results:
-        if ours.family != OURS or ours.dims != 2 or ours.error:
-            continue
-        reference = _find(results, REFERENCE_CNN, 2, ours.threads)
-        if reference is None:
-            continue
-        rows.append(
-            {
-                "model": ours.name,
-                "reference": REFERENCE_CNN,
-                "threads": ours.threads,
-                "train_ratio": ours.metrics["train_per_s"] / reference.metrics["train_per_s"],
-                "infer_ratio": ours.metrics["infer_per_s"] / reference.metrics["infer_per_s"],
-                "param_ratio": ours.params / reference.params,
-            }
-        )
-    return sorted(rows, key=lambda row: row["threads"])
-
-
-def _threads_text(threads: int, all_cores: int) -> str:
-    text = f"{threads} thread{'s' if threads != 1 else ''}"
-    return f"{text} (all cores)" if threads == all_cores and threads > 1 else text
-
-
-def _speed_word(ratio: float) -> str:
-    shown = round(ratio, 2)  # the word agrees with the printed number
-    return "slower" if shown < 1 else "faster" if shown > 1 else "the same speed"
-
-
-def reference_sentence(row: dict[str, Any], all_cores: int = ALL_CORES) -> str:
-    """Plain words for one :func:`reference_ratios` row, as true when ours is slower."""
-    train, infer = row["train_ratio"], row["infer_ratio"]
-    return (
-        f"{row['model']} trains at {train:.2f}x {row['reference']}'s speed "
-        f"({_speed_word(train)}) and infers at {infer:.2f}x ({_speed_word(infer)}), "
-        f"{_threads_text(row['threads'], all_cores)}; {row['param_ratio']:.2f}x its parameters"
-    )
 
 
 def _rate_text(rate: float) -> str:
@@ -267,7 +170,7 @@ def _result_sections(
                 continue
             subset = "" if count == threads[0] else f": our presets and {REFERENCE_CNN}"
             heading = (
-                f"{dims}D ({s.size}^{dims}, batch {s.batch}, {_threads_text(count, ALL_CORES)}, "
+                f"{dims}D ({s.size}^{dims}, batch {s.batch}, {threads_text(count)}, "
                 f"timed for >= {s.min_time:g} s per measurement){subset}"
             )
             notes = [THREE_D_CAVEAT] if dims == 3 else []
@@ -299,7 +202,7 @@ def build_report(
         Section(
             f"Targets: {HEADLINE_MODEL} trains >= {HEADLINE_TRAIN_TARGET}x as fast as "
             f"{' and '.join(HEADLINE_BASELINES)} with no more parameters",
-            text=[f"- {_target_line(ratio)}" for ratio in targets]
+            text=[f"- {target_line(ratio)}" for ratio in targets]
             or [missing.format(HEADLINE_MODEL, "its baselines")],
         )
     )
@@ -394,164 +297,14 @@ def _plot_scaling(ax: Any, points: list[ScalingPoint]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def add_parser(commands: Any) -> None:
-    """Add the ``backbone`` subcommand to ``python -m shared.bench``."""
-    parser = commands.add_parser(
-        "backbone",
-        help="speed and size of our backbones against timm and MONAI models",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_description(),
-    )
-    parser.add_argument("--quick", action="store_true", help="short run (see above)")
-    parser.add_argument(
-        "--out-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"where the files go (default {FULL_OUT}, or {QUICK_OUT} with --quick)",
-    )
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        metavar="NAME",
-        help="only these models (by name); overrides the --quick selection",
-    )
-    parser.add_argument("--size", type=int, metavar="N", help="2D image side (default 224)")
-    parser.add_argument("--batch", type=int, metavar="N", help="2D batch size (default 8)")
-    parser.add_argument("--size-3d", type=int, metavar="N", help="3D side (default 96, quick 64)")
-    parser.add_argument("--batch-3d", type=int, metavar="N", help="3D batch size (default 1)")
-    parser.add_argument(
-        "--warmup", type=int, metavar="N", help="extra untimed calls per measurement (default 0)"
-    )
-    parser.add_argument(
-        "--min-time",
-        type=float,
-        metavar="S",
-        help="seconds timed per measurement, at least one call (both 2D and 3D)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=[1, 0],
-        metavar="N",
-        help="torch thread counts, 0 = torch's default of one per core (default: 1 0). The "
-        "first measures every model; the others re-measure our 2D presets and resnet18. One "
-        "thread is the stable number: multi-threaded timings collapse when another process "
-        "shares the cores.",
-    )
-    parser.add_argument("--no-2d", action="store_true", help="skip the 2D models")
-    parser.add_argument("--no-3d", action="store_true", help="skip the 3D models")
-    parser.add_argument(
-        "--no-scaling", action="store_true", help="skip the window vs global attention measurement"
-    )
-    parser.add_argument(
-        "--scaling-sides",
-        type=int,
-        nargs=2,
-        default=list(SIDES),
-        metavar=("SMALL", "LARGE"),
-        help=f"input sides of the attention scaling (default {SIDES[0]} {SIDES[1]})",
-    )
-    parser.set_defaults(handler=run_backbone, validate=_validate)
-
-
-def _description() -> str:
-    def mode(title: str, defaults: dict[int, Settings], quick_only: bool, out_dir: str) -> str:
-        lines = [title]
-        for dims, s in defaults.items():
-            names = [m.name for m in MODEL_SPECS if m.dims == dims and (m.quick or not quick_only)]
-            text = f"{dims}D at {s.size}^{dims}, batch {s.batch}, >= {s.min_time:g} s per "
-            text += f"measurement: {', '.join(names)}"
-            lines += textwrap.wrap(text, 78, initial_indent="  ", subsequent_indent="      ")
-        return "\n".join([*lines, f"  files in {out_dir}/"])
-
-    return "\n\n".join(
-        [
-            "Measure parameters, forward MACs, inference and train-step throughput (forward +\n"
-            "cross-entropy + backward + AdamW) and train-step peak memory of our presets beside\n"
-            "timm and MONAI models in one run. Headline: each preset's speed as a ratio to\n"
-            f"{REFERENCE_CNN} at 1 thread and at all cores, and the targets ({HEADLINE_MODEL} "
-            f"train >= {HEADLINE_TRAIN_TARGET}x\n{' and '.join(HEADLINE_BASELINES)} "
-            "at <= their parameters). Also times window vs global\nattention at two input "
-            "sizes. Writes backbone.md, backbone.json and backbone.png.",
-            mode("Full run (default):", FULL_DEFAULTS, False, FULL_OUT),
-            mode(
-                "--quick (used by `make demo`, noisier numbers):", QUICK_DEFAULTS, True, QUICK_OUT
-            ),
-            "Example (a tiny run, seconds):\n"
-            "  python -m shared.bench backbone --models hybrid_tiny resnet18 --size 64 \\\n"
-            "      --batch 2 --min-time 0 --no-3d --no-scaling --out-dir /tmp/bench",
-        ]
-    )
-
-
-def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    known = {s.name for s in MODEL_SPECS}
-    unknown = sorted(set(args.models or []) - known)
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; available: {sorted(known)}")
-    for key in ("size", "batch", "size_3d", "batch_3d"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1, got {value}")
-    for key in ("warmup", "min_time"):
-        value = getattr(args, key)
-        if value is not None and value < 0:
-            parser.error(f"--{key.replace('_', '-')} must be >= 0, got {value}")
-    if min(args.threads) < 0:
-        parser.error(f"--threads must be >= 0, got {args.threads}")
-    if min(args.scaling_sides) < 1:
-        parser.error(f"--scaling-sides must be >= 1, got {args.scaling_sides}")
-
-
-def _settings(args: argparse.Namespace) -> dict[int, Settings]:
-    """Per-dimensionality settings: the mode's defaults, overridden by explicit flags."""
-    flags = {
-        2: {"size": args.size, "batch": args.batch},
-        3: {"size": args.size_3d, "batch": args.batch_3d},
-    }
-    settings = {}
-    for dims, default in (QUICK_DEFAULTS if args.quick else FULL_DEFAULTS).items():
-        if (dims == 2 and args.no_2d) or (dims == 3 and args.no_3d):
-            continue
-        chosen = {**flags[dims], "warmup": args.warmup, "min_time": args.min_time}
-        changes = {key: value for key, value in chosen.items() if value is not None}
-        settings[dims] = dataclasses.replace(default, **changes)
-    return settings
-
-
-def _plan(args: argparse.Namespace, threads: list[int]) -> list[tuple[ModelSpec, int]]:
-    """(model, thread count) pairs to measure, in ``MODEL_SPECS`` order."""
-    specs = [s for s in MODEL_SPECS if s.dims in _settings(args)]
-    if args.models:
-        specs = [s for s in specs if s.name in args.models]
-    elif args.quick:
-        specs = [s for s in specs if s.quick]
-    plan = [(spec, threads[0]) for spec in specs]
-    for count in threads[1:]:
-        again = [s for s in specs if s.dims == 2 and (s.family == OURS or s.name == REFERENCE_CNN)]
-        plan += [(spec, count) for spec in again]
-    return plan
-
-
-def _mode_label(args: argparse.Namespace) -> str:
-    """``full`` or ``quick``, flagged when options changed the mode's models or schedule."""
-    mode = "quick" if args.quick else "full"
-    tuned = ("models", "size", "batch", "size_3d", "batch_3d", "warmup", "min_time")
-    if args.no_2d or args.no_3d or any(getattr(args, key) is not None for key in tuned):
-        mode += " (customised by flags, see the command)"
-    return mode
-
-
-def _run_all(
+def measure_all(
     plan: list[tuple[ModelSpec, int]], settings: dict[int, Settings], scaling: Callable | None
 ) -> tuple[list[BenchResult], list[ScalingPoint]]:
-    """Measure every planned model, then the scaling; a rich progress bar goes to stderr."""
+    """Measure each (model, threads) pair of ``plan``, then run ``scaling`` if given.
+
+    The first thread count of the plan also measures memory. A model that fails is reported
+    with its error instead of stopping the run. A rich progress bar goes to stderr.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -574,39 +327,3 @@ def _run_all(
         progress.update(task, description="window vs global attention")
         points = scaling(lambda: progress.advance(task)) if scaling else []
     return results, points
-
-
-def run_backbone(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """The ``backbone`` subcommand: measure, print, write md/json/png. 0 when everything ran."""
-    from rich.console import Console
-
-    console = Console()
-    threads = list(dict.fromkeys(resolve_threads(t) for t in args.threads))
-    settings = _settings(args)
-    plan = _plan(args, threads)
-    if not plan and args.no_scaling:
-        console.print("[red]nothing selected")
-        return 2
-    load, started = MachineLoad(), time.perf_counter()
-
-    def scaling(tick: Callable[[], None]) -> list[ScalingPoint]:
-        min_time = 0.5 if args.quick else 2.0
-        if args.min_time is not None:
-            min_time = min(min_time, args.min_time)
-        return measure_scaling(args.scaling_sides, threads[0], min_time, tick)
-
-    results, points = _run_all(plan, settings, None if args.no_scaling else scaling)
-    others = load.other_cores()
-    facts = {
-        "Mode": _mode_label(args),
-        "Wall time": f"{time.perf_counter() - started:.1f} s",
-        "Other processes": "unknown" if others is None else f"{others:.2f} cores busy on average",
-    }
-    used = {dims: s for dims, s in settings.items() if any(r.dims == dims for r in results)}
-    report = build_report(
-        results, points, used, threads, command_line("python -m shared.bench", argv), facts
-    )
-    report.warnings = MachineLoad.warnings(others, max(threads))
-    out_dir = args.out_dir or Path(QUICK_OUT if args.quick else FULL_OUT)
-    write_report(report, out_dir, console)
-    return 1 if any(r.error for r in results) else 0

@@ -8,12 +8,9 @@ Runs alternate (bare, engine, bare, engine, ...) and the median of each is compa
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -31,9 +28,9 @@ from ..engine import (
     warmup_cosine,
 )
 from ..toy import SPEC, ToyDataConfig, ToyModelConfig
-from .report import Report, Section, Table, command_line, write_report
+from .report import Report, Section, Table
 
-__all__ = ["TARGET", "add_parser", "measure_engine_overhead", "run_engine"]
+__all__ = ["BATCH_SIZE", "TARGET", "build_report", "measure_engine_overhead"]
 
 TARGET = 1.10
 """The engine may take at most this many times the bare loop's wall time."""
@@ -156,40 +153,3 @@ def build_report(result: dict[str, Any], command: str, threads: int) -> Report:
         plot=plot,
         facts={"Torch threads": str(threads)},
     )
-
-
-def add_parser(commands: Any) -> None:
-    """Add the ``engine`` subcommand to ``python -m shared.bench``."""
-    parser = commands.add_parser(
-        "engine",
-        help="overhead of the Lightning training engine against a bare PyTorch loop",
-        description="Train the toy task (hybrid_tiny, 32x32 quadrant images) with the engine\n"
-        "(checkpoints, CSV logs, summary, plots) and with a bare PyTorch loop doing the same\n"
-        "optimiser steps and per-epoch validation; runs alternate and medians are compared.\n"
-        f"Target: engine/bare < {TARGET}. Writes engine.md, engine.json and engine.png.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per run (default 8)")
-    parser.add_argument("--num-train", type=int, default=256, help="training images (256)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs each (3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"), help="output")
-    parser.set_defaults(handler=run_engine)
-
-
-def run_engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """The ``engine`` subcommand: engine vs bare-loop wall time on the toy task."""
-    from rich.console import Console
-
-    console = Console()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads or previous)
-    try:
-        with console.status("training the toy task with the engine and with a bare loop..."):
-            result = measure_engine_overhead(args.epochs, args.num_train, BATCH_SIZE, args.repeats)
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)  # callers running in-process keep their own setting
-    report = build_report(result, command_line("python -m shared.bench", argv), threads)
-    write_report(report, args.out_dir, console)
-    return 0

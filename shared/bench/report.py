@@ -239,15 +239,18 @@ def _rich_table(heading: str, table: Table) -> Any:
 
 def print_report(report: Report, console: Any) -> None:
     """The report on a rich console: tables as rich tables, then command and machine."""
+    def plain(line: str) -> str:  # Markdown emphasis reads as noise on a terminal
+        return line.replace("**", "")
+
     for section in report.sections:
         if section.table is None:
-            console.print(f"[bold]{section.heading}")
+            console.print(section.heading, markup=False, highlight=False, style="bold")
         for line in section.text:
-            console.print(line, markup=False, highlight=False)
+            console.print(plain(line), markup=False, highlight=False)
         if section.table is not None:
             console.print(_rich_table(section.heading, section.table))
         for line in section.notes:
-            console.print(line, markup=False, highlight=False, style="italic")
+            console.print(plain(line), markup=False, highlight=False, style="italic")
     for warning in report.warnings:
         console.print(f"Warning: {warning}", markup=False, highlight=False, style="yellow")
     console.print(f"Reproduce: {report.command}", markup=False, highlight=False, soft_wrap=True)
