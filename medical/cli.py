@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.cli import OneLineArgumentParser, RunConfig, TaskSpec, build_cli
-from shared.engine.io import InputError
+from shared.engine import InputError, reject_regularization
 
 from .task import MedicalDataConfig, MedicalModelConfig, build_task
 
@@ -62,8 +62,7 @@ def prepare_main(argv: Sequence[str]) -> int:
 
 def evaluate_main(argv: Sequence[str]) -> int:
     """``hv-med evaluate PRED_DIR GT_DIR -o OUT``: Dice and HD95 per case and class."""
-    import json
-
+    from .data import read_labels
     from .metrics import evaluate_folders, format_summary_table
 
     parser = OneLineArgumentParser(
@@ -81,15 +80,7 @@ def evaluate_main(argv: Sequence[str]) -> int:
     for folder in (args.pred_dir, args.gt_dir):
         if not folder.is_dir():
             raise InputError(f"{folder}: folder not found")
-    labels = None
-    if args.dataset_json:
-        raw = json.loads(args.dataset_json.read_text())["labels"]
-        # MSD maps index -> name, nnU-Net maps name -> index.
-        labels = (
-            {int(k): v for k, v in raw.items()}
-            if all(k.isdigit() for k in raw)
-            else {int(v): k for k, v in raw.items()}
-        )
+    labels = read_labels(args.dataset_json) if args.dataset_json else None
     summary = evaluate_folders(args.pred_dir, args.gt_dir, args.out, labels, args.images)
     console = Console()
     console.print(format_summary_table(summary))
@@ -107,6 +98,10 @@ def _validate(cfg: RunConfig) -> None:
         raise InputError(f"--data.prepared {data.prepared}: folder not found")
     if any(size % 32 for size in data.patch_size):
         raise InputError(f"--data.patch_size must be multiples of 32, got {data.patch_size}")
+    # The engine's MixUp/CutMix (timm) mixes class labels, not voxel-wise label maps.
+    reject_regularization(
+        cfg.regularization, "segmentation", ("mixup_alpha", "cutmix_alpha", "mix_prob")
+    )
 
 
 SPEC = TaskSpec(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
-from shared.engine.io import InputError, atomic_write
+from shared.engine.io import InputError, atomic_write, file_stem
 
 __all__ = [
     "save_nifti",
@@ -38,6 +38,7 @@ __all__ = [
     "quiet_reader_registration",
     "ras_spacing_and_shape",
     "read_dicom_series",
+    "read_labels",
 ]
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -126,6 +127,14 @@ def discover_dataset(root: Path) -> MedicalDataset:
     return dataset
 
 
+def read_labels(json_path: Path) -> dict[int, str]:
+    """Class index -> name from an MSD or nnU-Net v2 ``dataset.json`` (layout detected as above)."""
+    meta = _read_json(Path(json_path))
+    if "channel_names" in meta:
+        return _nnunet_labels(json_path, meta.get("labels"))
+    return _msd_labels(json_path, meta.get("labels"))
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -189,13 +198,6 @@ def _nnunet_labels(json_path: Path, mapping: Any) -> dict[int, str]:
     return _check_labels(json_path, labels)
 
 
-def _strip_ending(path: Path) -> str:
-    for ending in NIFTI_ENDINGS:
-        if path.name.endswith(ending):
-            return path.name[: -len(ending)]
-    return path.name.split(".")[0]
-
-
 def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise InputError(f"{path}: {what} file not found")
@@ -253,7 +255,7 @@ def _msd_case(json_path: Path, item: dict[str, Any], channels: int, need_label: 
             f"{images[0]}: case lists {len(images)} image files but dataset.json has "
             f"{channels} modalities"
         )
-    return Case(_strip_ending(images[0]), images, label_path, channels_in_file=per_file)
+    return Case(file_stem(images[0]), images, label_path, channels_in_file=per_file)
 
 
 def _check_unique(json_path: Path, cases: list[Case]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,7 +34,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from shared.engine.io import InputError, atomic_write, atomic_write_json
+from shared.engine.io import InputError, atomic_write, atomic_write_json, file_stem
+
+from .data import NIFTI_ENDINGS
 
 __all__ = [
     "NAN_POLICY",
@@ -53,7 +54,6 @@ NAN_POLICY = (
     "the per-class means"
 )
 
-_NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$")
 # nnU-Net names image channels {case}_0000.nii.gz; labels and predictions are {case}.nii.gz.
 _IMAGE_CHANNEL_SUFFIX = "_0000"
 # Header affines are stored as float32: allow that rounding, nothing a resampling would cause.
@@ -177,19 +177,15 @@ def hd95_per_class(
 # --------------------------------------------------------------------------------------------
 
 
-def _case_name(path: Path) -> str:
-    return _NIFTI_SUFFIX.sub("", path.name)
-
-
 def _nifti_files(folder: Path, role: str) -> dict[str, Path]:
     """Case name -> NIfTI file in ``folder`` (other files, e.g. nnU-Net's json, are ignored)."""
     if not folder.is_dir():
         raise InputError(f"{folder}: {role} folder not found")
     cases: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not _NIFTI_SUFFIX.search(path.name) or not path.is_file():
+        if path.name.startswith(".") or not path.name.endswith(NIFTI_ENDINGS) or not path.is_file():
             continue
-        case = _case_name(path)
+        case = file_stem(path)
         if case in cases:
             raise InputError(f"{path}: {role} case '{case}' also given as {cases[case].name}")
         cases[case] = path
@@ -365,7 +361,7 @@ def _axial_slice(volume: np.ndarray, k: int, axis: int) -> np.ndarray:
 def _image_file(image_dir: Path, case: str) -> Path:
     """The image for ``case``: ``{case}.nii[.gz]`` or nnU-Net's channel 0 ``{case}_0000``."""
     for stem in (case, case + _IMAGE_CHANNEL_SUFFIX):
-        for suffix in (".nii.gz", ".nii"):
+        for suffix in NIFTI_ENDINGS:
             if (image_dir / f"{stem}{suffix}").is_file():
                 return image_dir / f"{stem}{suffix}"
     raise InputError(

@@ -24,18 +24,16 @@ from rich.console import Console
 from rich.progress import Progress
 
 from shared.cli import OneLineArgumentParser, load_run
-from shared.engine.io import InputError
+from shared.engine.io import InputError, file_stem
 
-from .data import read_dicom_series, save_nifti
+from .data import NIFTI_ENDINGS, read_dicom_series, save_nifti
 from .prepare import build_pipeline
 
 __all__ = ["ScanInput", "collect_inputs", "predict_main", "segment"]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
 
 def _is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES)
+    return path.name.endswith(NIFTI_ENDINGS)
 
 
 def _is_dicom_dir(path: Path) -> bool:
@@ -43,13 +41,6 @@ def _is_dicom_dir(path: Path) -> bool:
         f.suffix.lower() == ".dcm" or (f.is_file() and f.read_bytes()[128:132] == b"DICM")
         for f in list(path.iterdir())[:20]
     )
-
-
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
 
 
 @dataclass
@@ -72,7 +63,7 @@ def _group_nifti(files: list[Path]) -> list[ScanInput]:
         if match:
             grouped.setdefault(match["case"], []).append((int(match["channel"]), file))
         else:
-            singles.append(ScanInput(_case_name(file), [file]))
+            singles.append(ScanInput(file_stem(file), [file]))
     scans = []
     for case, channels in grouped.items():
         channels.sort()
@@ -203,7 +194,7 @@ def predict_main(spec, argv: Sequence[str]) -> int:
             save_nifti(target, label, affine)
             if args.probabilities:
                 # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
-                probs_file = target.with_name(target.name.replace(".nii.gz", "_probs.nii.gz"))
+                probs_file = target.with_name(f"{scan.name}_probs.nii.gz")
                 save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
             progress.advance(job)
     labels = json.dumps(manifest["labels"])

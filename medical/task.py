@@ -22,10 +22,7 @@ from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 from torchmetrics import MetricCollection
 
-from shared.cli import RunConfig
-from shared.engine.data import TaskDataModule, resumable_loader
-from shared.engine.io import InputError
-from shared.engine.module import HybridTask
+from shared.engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
 
 from .transforms import train_transforms, val_transforms
 
@@ -159,7 +156,10 @@ class MedicalDataModule(TaskDataModule):
 
 
 class SegmentationTask(HybridTask):
-    """Dice + CE training, sliding-window validation with per-class Dice."""
+    """Dice + CE training, sliding-window validation with per-class Dice.
+
+    ``label_smoothing`` smooths the cross-entropy half of the loss (MONAI ``DiceCELoss``).
+    """
 
     def __init__(
         self,
@@ -168,9 +168,10 @@ class SegmentationTask(HybridTask):
         patch_size: tuple[int, ...],
         sw_batch_size: int,
         sw_overlap: float,
+        label_smoothing: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        loss = DiceCELoss(to_onehot_y=True, softmax=True, label_smoothing=label_smoothing)
         super().__init__(model, loss, MetricCollection({}), **kwargs)
         self.deep_loss = DeepSupervisionLoss(loss)
         self.class_names = class_names
@@ -243,6 +244,7 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
         cfg.model.preset,
         deep_supervision=cfg.model.deep_supervision,
         pure_cnn=cfg.model.pure_cnn,
+        drop_path_rate=cfg.regularization.drop_path_rate,
     )
     task = SegmentationTask(
         model,
@@ -250,7 +252,8 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
         tuple(cfg.data.patch_size),
         cfg.data.sw_batch_size,
         cfg.data.sw_overlap,
+        label_smoothing=cfg.regularization.label_smoothing,
         optim=cfg.optim,
-        regularization=None,
+        regularization=cfg.regularization,  # MixUp/CutMix: refused by HybridTask as well
     )
     return task, data
