@@ -292,7 +292,7 @@ def _plot_scaling(ax: Any, points: list[ScalingPoint]) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("tokens (log scale)")
     ax.set_ylabel("forward ms (log scale)")
-    ax.set_title("attention block: dotted = linear, dashed = quadratic")
+    ax.set_title("our attention layer: dotted = linear, dashed = quadratic")
     ax.legend()
     ax.grid(True, which="major", alpha=0.3)
 

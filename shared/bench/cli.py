@@ -223,7 +223,7 @@ def run_backbone(args: argparse.Namespace, argv: Sequence[str]) -> int:
     load, started = MachineLoad(), time.perf_counter()
 
     def scaling(tick: Callable[[], None]) -> list[ScalingPoint]:
-        min_time = 0.5 if args.quick else 2.0
+        min_time = 0.3 if args.quick else 2.0
         if args.min_time is not None:
             min_time = min(min_time, args.min_time)
         return measure_scaling(args.scaling_sides, threads[0], min_time, tick)

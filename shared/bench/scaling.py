@@ -1,10 +1,10 @@
 """Window vs global attention: how the cost grows when the number of positions grows.
 
-The model is one transformer stage on a stride-1 stem, so a ``side x side`` input gives the
-attention ``side^2`` tokens; the same stage is built with ``attention="global"`` and with
-``attention="window"`` and timed at two sides. Global attention's core grows with the square of
-the tokens (16x for 4x the tokens), windowed attention linearly (4x); the projections, the MLP
-and the stem grow linearly in both, so global's measured ratio lands somewhat under 16x.
+The measured layer is our attention, :class:`shared.SpatialSelfAttention` (positional encoding,
+q/k/v and output projections, SDPA), on a ``side x side`` feature map, i.e. ``side^2`` tokens,
+built global and with 7x7 windows, and timed at two sides. Global attention's core grows with
+the square of the tokens (16x for 4x the tokens), windowed attention linearly (4x); the
+projections grow linearly in both, so global's measured ratio lands somewhat under 16x.
 """
 
 from __future__ import annotations
@@ -49,20 +49,11 @@ class ScalingPoint:
 
 
 def scaling_model(attention: str) -> torch.nn.Module:
-    """The measured model: a stride-1 stem and one transformer block with ``attention``."""
-    from shared import BackboneConfig, HybridBackbone, StageConfig
+    """The measured layer: our 2D attention, global or in ``WINDOW`` x ``WINDOW`` windows."""
+    from shared import SpatialSelfAttention
 
-    stage = StageConfig(
-        depth=1,
-        channels=CHANNELS,
-        kind="T",
-        stride=1,
-        num_heads=HEADS,
-        attention=attention,
-        window_size=WINDOW,
-    )
-    config = BackboneConfig(stem_channels=CHANNELS, stem_stride=1, stages=(stage,))
-    return HybridBackbone(2, 3, config=config).eval()
+    window = WINDOW if attention == "window" else None
+    return SpatialSelfAttention(2, CHANNELS, HEADS, window_size=window).eval()
 
 
 def measure_scaling(
@@ -84,7 +75,7 @@ def _measure(
         torch.manual_seed(0)
         model = scaling_model(attention)
         for side in sides:
-            x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+            x = torch.randn(1, CHANNELS, side, side, generator=torch.Generator().manual_seed(0))
             macs, _ = count_macs(model, x)
             times = time_call(inference_step(model, x), threads, warmup=1, min_time=min_time)
             points.append(
@@ -127,13 +118,12 @@ def scaling_summary(points: Sequence[ScalingPoint]) -> list[dict[str, float | st
 
 def _sentence(row: dict[str, float | str]) -> str:
     exponent = float(row["exponent"])
-    growth = (
-        "about linear"
-        if exponent < 1.3
-        else "about quadratic"
-        if exponent > 1.7
-        else ("between linear and quadratic")
-    )
+    if exponent < 1.3:
+        growth = "at most about linear"
+    elif exponent > 1.7:
+        growth = "about quadratic"
+    else:
+        growth = "between linear and quadratic"
     return (
         f"{row['attention']} attention: {row['token_ratio']:.0f}x the tokens took "
         f"{row['time_ratio']:.1f}x the time (MACs {row['mac_ratio']:.1f}x; linear would be "
@@ -161,8 +151,9 @@ def scaling_section(points: Sequence[ScalingPoint], threads: int) -> Section:
         for r in summary
     ]
     text = [
-        f"One transformer block ({CHANNELS} channels, {HEADS} heads, {WINDOW}x{WINDOW} windows) "
-        f"on a stride-1 stem, batch 1, forward in inference mode, {threads} torch "
+        f"Our attention layer (`SpatialSelfAttention`, {CHANNELS} channels, {HEADS} heads; "
+        f"windows of {WINDOW}x{WINDOW}) on a side x side feature map, batch 1, forward in "
+        f"inference mode, {threads} torch "
         f"thread{'s' if threads > 1 else ''}; median time per input size."
     ]
     return Section(
