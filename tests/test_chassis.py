@@ -184,6 +184,7 @@ def test_trainer_flags_pass_through_to_lightning(tmp_path: Path) -> None:
     [
         (["--trainer.val_check_interval", "1.5"], "--trainer.val_check_interval must be"),
         (["--trainer.val_check_interval", "0"], "--trainer.val_check_interval must be"),
+        (["--trainer.val_check_interval", "100"], "more than the 2 training batches"),
         (["--trainer.accumulate_grad_batches", "0"], "--trainer.accumulate_grad_batches"),
         (["--trainer.sync_batchnorm", "true", "--trainer.accelerator", "cpu"], "needs GPUs"),
         # On this machine's one device (or CPU) sync-BN could not take effect: refused.

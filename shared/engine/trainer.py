@@ -215,5 +215,14 @@ def fit(
     trainer = build_trainer(cfg, run_dir, headline, mode, grad_clip, extra_callbacks)
     _check_sync_batchnorm(cfg, trainer)
     _mark_attempt_start(trainer, start_step)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except ValueError as err:
+        # Only known once the loader exists: an int interval beyond the epoch's batch count.
+        if "val_check_interval" not in str(err):
+            raise
+        raise InputError(
+            f"--trainer.val_check_interval {cfg.val_check_interval}: more than the "
+            f"{trainer.num_training_batches} training batches of an epoch"
+        ) from None
     return trainer
