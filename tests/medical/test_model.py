@@ -15,11 +15,11 @@ from medical.model import (
     MEDICAL_PRESETS,
     HybridUNet,
     build_medical_model,
-    count_parameters,
     estimate_training_memory,
     matched_pure_cnn,
 )
 from shared import BackboneConfig, SpatialSelfAttention, StageConfig
+from shared.layers import count_parameters
 
 
 def _blob_batch(batch: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
