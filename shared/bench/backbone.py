@@ -49,15 +49,16 @@ __all__ = [
 ]
 
 METHOD_NOTE = (
-    "Random weights, fp32, CPU. Each time is the median over blocks timed by "
+    "Random weights, fp32, CPU. Each time is the median over blocks of calls timed by "
     "`torch.utils.benchmark.Timer.blocked_autorange` until the mode's minimum time has passed "
-    "(at least one block), after its untimed sizing call; throughput = batch / median. "
+    "(at least one block), after Timer's untimed sizing call; throughput = batch / median. "
     "Inference: eval mode under `torch.inference_mode`. Train: forward + cross-entropy on random "
-    "labels + backward + AdamW step, after one untimed step that allocates AdamW's state. Train "
-    "peak MiB: the tensors alive at the peak of one train step (inputs, weights, AdamW state, "
-    "then gradients and activations from the torch profiler's allocation events). GMACs: forward "
-    "multiply-accumulates per image (or volume) from `torch.utils.flop_counter` (FLOPs / 2; "
-    "convolutions, matmuls and attention only)."
+    "labels + backward + AdamW step; AdamW's state is allocated by an untimed step. Train peak "
+    "MiB (first thread count only): inputs, weights and AdamW state, counted from the tensors, "
+    "plus the peak of what one steady train step allocates (gradients, activations), from the "
+    "torch profiler's allocation events. GMACs: forward multiply-accumulates per image (or "
+    "volume) from `torch.utils.flop_counter` (FLOPs / 2; convolutions, matmuls and attention "
+    "only)."
 )
 
 

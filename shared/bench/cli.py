@@ -204,7 +204,12 @@ def _mode_label(args: argparse.Namespace) -> str:
     """``full`` or ``quick``, flagged when options changed the mode's models or schedule."""
     mode = "quick" if args.quick else "full"
     tuned = ("models", "size", "batch", "size_3d", "batch_3d", "warmup", "min_time")
-    if args.no_2d or args.no_3d or any(getattr(args, key) is not None for key in tuned):
+    flags = args.no_2d or args.no_3d or args.no_scaling or args.threads != [1, 0]
+    if (
+        flags
+        or args.scaling_sides != list(SIDES)
+        or any(getattr(args, k) is not None for k in tuned)
+    ):
         mode += " (customised by flags, see the command)"
     return mode
 
