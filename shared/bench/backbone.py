@@ -231,13 +231,10 @@ def build_report(
 
 def _plot(figure: Any, results: list[BenchResult], scaling: list[ScalingPoint], threads: int):
     """Train throughput against parameters per dimensionality, and attention time vs tokens."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     ok = [r for r in results if not r.error and r.threads == threads]
-    panels = sorted({r.dims for r in ok}) or [2]
+    panels = sorted({r.dims for r in ok}) or ([] if scaling else [2])
     count = len(panels) + bool(scaling)
     figure.set_size_inches(6.5 * count, 4.8)
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
     for index, dims in enumerate(panels, start=1):
         ax = figure.add_subplot(1, count, index)
         rows = [r for r in ok if r.dims == dims]
@@ -261,21 +258,32 @@ def _plot(figure: Any, results: list[BenchResult], scaling: list[ScalingPoint], 
                 xytext=(6, -11) if ours else (6, 4),
                 fontweight="bold" if ours else "normal",
             )
-        title = f"{dims}D train step, {_shape_text(rows[0].input_shape)}, batch "
-        ax.set_title(title + f"{rows[0].input_shape[0]} (ours: red stars)" if rows else "no data")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):
-            # Ticks at 1-2-5 steps with plain numbers: easier to read than 10^x on short ranges.
-            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(plain)
-            axis.set_minor_formatter(NullFormatter())
+        if rows:
+            shape = rows[0].input_shape
+            ax.set_title(
+                f"{dims}D train step, {_shape_text(shape)}, batch {shape[0]} (ours: red stars)"
+            )
+        else:
+            ax.set_title("no successful measurements")
+        _log_axes(ax)
         ax.set_xlabel("parameters (M, log scale)")
         ax.set_ylabel(f"train throughput ({_UNIT[dims]}, log scale)")
         ax.grid(True, which="major", alpha=0.3)
         ax.margins(0.15)
     if scaling:
         _plot_scaling(figure.add_subplot(1, count, count), scaling)
+
+
+def _log_axes(ax: Any) -> None:
+    """Log-log axes with ticks at 1-2-5 steps as plain numbers (easier to read than 10^x)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _plot_scaling(ax: Any, points: list[ScalingPoint]) -> None:
@@ -289,8 +297,7 @@ def _plot_scaling(ax: Any, points: list[ScalingPoint]) -> None:
             for power, style in ((1, ":"), (2, "--")):
                 guide = [base.seconds * 1e3 * (t / base.tokens) ** power for t in tokens]
                 ax.plot(tokens, guide, style, color=colour, alpha=0.5, linewidth=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axes(ax)
     ax.set_xlabel("tokens (log scale)")
     ax.set_ylabel("forward ms (log scale)")
     ax.set_title("our attention layer: dotted = linear, dashed = quadratic")
