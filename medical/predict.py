@@ -155,7 +155,11 @@ def segment(
     )(item)
     label = inverted["pred"][0].numpy().round().astype(np.uint8)
     affine = np.asarray(image.meta["original_affine"], dtype=np.float64)
-    return label, inverted["probs"].numpy().astype(np.float32), affine
+    # Undoing the crop pads with zeros: outside the foreground box (and partly at its blurred
+    # edge) the classes' probabilities sum to less than 1. That missing mass is background.
+    probs = inverted["probs"].numpy().astype(np.float32)
+    probs[0] += np.clip(1.0 - probs.sum(0), 0.0, None)
+    return label, probs, affine
 
 
 def predict_main(spec, argv: Sequence[str]) -> int:
