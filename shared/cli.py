@@ -428,9 +428,15 @@ def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
     model = module.model.eval()
     example = spec.example_input(cfg)
     program = torch.export.export(model, (example,))
-    atomic_write(target, lambda tmp: torch.export.save(program, tmp))
+    atomic_write(target, lambda tmp: _save_program(program, tmp))
     console.print(f"{spec.prog} export: torch.export program -> {target} (load: torch.export.load)")
     return 0
+
+
+def _save_program(program: torch.export.ExportedProgram, path: Path) -> None:
+    # Through a file object: given a path, torch warns that the temporary name lacks ".pt2".
+    with open(path, "wb") as handle:
+        torch.export.save(program, handle)
 
 
 def _usage(spec: TaskSpec) -> str:
