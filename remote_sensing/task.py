@@ -1,0 +1,238 @@
+"""Remote-sensing scene classification on the shared engine: configs, data module, task, build.
+
+``build(cfg)`` scans the dataset (class folders or CSV manifest), checks one band count per
+dataset (warning on mixed CRS), splits it (the dataset's split files, else seeded and
+stratified), decides the :class:`~remote_sensing.data.Preprocessing` (bands, reflectance scale,
+per-band statistics from the training split or ``stats.json``, chip size, class names) and
+builds the model. The task writes that preprocessing into every checkpoint (``hv_rs`` key), so
+``hv-rs predict`` and ``hv-rs evaluate`` need nothing but the checkpoint and the run's config.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from shared.engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
+
+from .data import (
+    ChipDataset,
+    Preprocessing,
+    Sample,
+    check_consistency,
+    compute_stats,
+    default_scale,
+    open_raster,
+    read_stats,
+    resolve_bands,
+    scan_dataset,
+    split_samples,
+)
+from .model import ARCHS, build_model
+from .transforms import eval_transform, train_transform
+
+__all__ = [
+    "BALANCE",
+    "CHECKPOINT_KEY",
+    "DatasetPlan",
+    "RSDataConfig",
+    "RSDataModule",
+    "RSModelConfig",
+    "SceneTask",
+    "build_task",
+    "plan_dataset",
+]
+
+CHECKPOINT_KEY = "hv_rs"
+"""Checkpoint entry holding :meth:`Preprocessing.to_dict`."""
+BALANCE = ("none", "loss", "sampler")
+
+
+@dataclass
+class RSDataConfig:
+    """The labelled chips and how they are read."""
+
+    root: str | None = None
+    """EuroSAT-layout folder (<root>/<Class>/<Class>_<n>.tif), any class-folder tree of
+    GeoTIFF/PNG/JPG, or a CSV manifest with path,label columns."""
+    bands: list[str] | None = None
+    """Bands in network order, by description name (B04) or 1-based index (4); default all."""
+    chip_size: int = 64
+    """Network input size; chips of other sizes are resampled to it (area averaging)."""
+    scale: float | None = None
+    """Reflectance divisor; default by dtype (uint16: 10000, uint8: 255, float: 1)."""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    """Shares per class for the seeded stratified split (when the dataset has no split files)."""
+    rotate: bool = True
+    """D4 and arbitrary-angle rotation augmentation (imagery has no 'up')."""
+    multiscale: bool = True
+    """Scale jitter by RandomResizedCrop."""
+    balance: str = "none"
+    """Class imbalance: none, loss (inverse-frequency weights) or sampler (balanced draws)."""
+
+
+@dataclass
+class RSModelConfig:
+    """The classifier."""
+
+    arch: str = "hybrid"
+    """hybrid (ours), cnn (our pure-CNN control at matched parameters), resnet18,
+    hybrid_resnet18, coatnet_nano, botnet26t (timm, adapted to the band count)."""
+    preset: str = "hybrid_tiny"
+    """Backbone preset for hybrid and cnn."""
+    multiscale_head: bool = True
+    """Pool the last three stages into the head (False: the deepest only)."""
+
+
+@dataclass
+class DatasetPlan:
+    """A scanned dataset: its splits and the preprocessing decided for it."""
+
+    splits: dict[str, list[Sample]]
+    pre: Preprocessing
+    band_count: int
+    notes: list[str]
+
+
+def plan_dataset(cfg: RSDataConfig, seed: int) -> DatasetPlan:
+    """Scan, check, split and decide the preprocessing for ``cfg.root``."""
+    root = Path(cfg.root or "")
+    samples, class_names = scan_dataset(root)
+    band_count, dtype, notes = check_consistency(samples, root)
+    splits, split_notes = split_samples(samples, root, cfg.val_fraction, cfg.test_fraction, seed)
+    with open_raster(samples[0].path) as src:
+        indexes, names = resolve_bands(src, cfg.bands, samples[0].path)
+    scale = float(cfg.scale or default_scale(dtype))
+    stats = read_stats(root, names, scale)
+    if stats is None:
+        stats = compute_stats([s.path for s in splits["train"]], indexes, scale)
+    pre = Preprocessing(names, indexes, scale, stats[0], stats[1], cfg.chip_size, class_names)
+    return DatasetPlan(splits, pre, band_count, notes + split_notes)
+
+
+def class_weights(samples: list[Sample], num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over classes present."""
+    counts = np.bincount([s.label for s in samples], minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class RSDataModule(TaskDataModule):
+    """Chip datasets for train (augmented), val and test (resize + normalise only)."""
+
+    def __init__(self, cfg: RSDataConfig, plan: DatasetPlan, batch_size: int, seed: int,
+                 num_workers: int = 0) -> None:  # fmt: skip
+        super().__init__(batch_size, seed, num_workers)
+        self.cfg, self.plan = cfg, plan
+
+    def dataset(self, split: str, augment: bool = False) -> ChipDataset:
+        """The chips of one split with the training or evaluation pipeline."""
+        pre = self.plan.pre
+        transform = (
+            train_transform(pre, self.cfg.rotate, self.cfg.multiscale)
+            if augment
+            else eval_transform(pre)
+        )
+        return ChipDataset(self.plan.splits[split], pre, transform, self.plan.band_count)
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        self.train_set = self.dataset("train", augment=True)
+        self.val_set = self.dataset("val")
+
+    def train_dataloader(self) -> DataLoader:  # noqa: D102
+        if self.cfg.balance == "sampler":
+            labels = [s.label for s in self.plan.splits["train"]]
+            weights = class_weights(self.plan.splits["train"], len(self.plan.pre.class_names))
+            sampler = WeightedRandomSampler(
+                weights[labels].double(),
+                len(labels),
+                generator=torch.Generator().manual_seed(self.seed),
+            )
+            return resumable_loader(self.train_set, self.batch_size, shuffle=False,
+                                    sampler=sampler, drop_last=True,
+                                    num_workers=self.num_workers)  # fmt: skip
+        return resumable_loader(self.train_set, self.batch_size, drop_last=True,
+                                num_workers=self.num_workers)  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+class SceneTask(HybridTask):
+    """Cross-entropy classification; validation logs macro-F1 (headline) and accuracy."""
+
+    def __init__(self, model: nn.Module, pre: Preprocessing, loss: nn.Module, **kwargs: Any):
+        num_classes = len(pre.class_names)
+        metrics = MetricCollection({
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+        })  # fmt: skip
+        super().__init__(model, loss, metrics, num_classes=num_classes, **kwargs)
+        self.pre = pre
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy (or the engine's MixUp/CutMix loss) on one batch of chips."""
+        return super().training_step((batch["image"], batch["label"]), batch_idx)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Loss and metric update on one batch of validation chips."""
+        super().validation_step((batch["image"], batch["label"]), batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Class logits."""
+        return self(batch["image"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the preprocessing beside the weights (plain types: weights_only loading)."""
+        checkpoint[CHECKPOINT_KEY] = self.pre.to_dict()
+
+
+def make_loss(cfg: RunConfig, plan: DatasetPlan) -> nn.Module:
+    """Cross-entropy, class-weighted when ``--data.balance loss``."""
+    weight = None
+    if cfg.data.balance == "loss":
+        weight = class_weights(plan.splits["train"], len(plan.pre.class_names))
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.regularization.label_smoothing)
+
+
+def build_task(cfg: RunConfig) -> tuple[SceneTask, RSDataModule]:
+    """Module and data module for a run config (the hv-rs CLI's ``build``)."""
+    plan = plan_dataset(cfg.data, cfg.trainer.seed)
+    for note in plan.notes:
+        warnings.warn(note, stacklevel=1)
+    pre = plan.pre
+    model = build_model(cfg.model.arch, len(pre.bands), len(pre.class_names), pre.chip_size,
+                        cfg.model.preset, cfg.model.multiscale_head,
+                        cfg.regularization.drop_path_rate)  # fmt: skip
+    task = SceneTask(model, pre, make_loss(cfg, plan), optim=cfg.optim,
+                     regularization=cfg.regularization)  # fmt: skip
+    data = RSDataModule(cfg.data, plan, cfg.trainer.batch_size, cfg.trainer.seed,
+                        cfg.trainer.num_workers)  # fmt: skip
+    return task, data
+
+
+def validate(cfg: RunConfig) -> None:
+    """One-line errors for remote-sensing config values."""
+    data, model = cfg.data, cfg.model
+    if not data.root:
+        raise InputError("give --data.root DATASET (class folders) or a CSV manifest")
+    if not Path(data.root).exists():
+        raise InputError(f"--data.root {data.root}: not found")
+    if data.chip_size < 16:
+        raise InputError(f"--data.chip_size must be >= 16, got {data.chip_size}")
+    if data.balance not in BALANCE:
+        raise InputError(f"--data.balance must be one of {', '.join(BALANCE)}")
+    if not (0 < data.val_fraction < 1 and 0 <= data.test_fraction < 1):
+        raise InputError("--data.val_fraction must be in (0, 1), --data.test_fraction in [0, 1)")
+    if model.arch not in ARCHS:
+        raise InputError(f"--model.arch must be one of {', '.join(ARCHS)}, got {model.arch!r}")
