@@ -146,9 +146,12 @@ def validate(cfg: RunConfig) -> None:
         raise InputError("--data.image_size must be >= 16 and --data.num_train >= 2")
 
 
-class _NpyFiles(Dataset):
-    def __init__(self, files: list[Path]) -> None:
+class NpyFiles(Dataset):
+    """``(C, H, W)`` arrays from ``.npy`` files (each its own size) for the toy tasks' predict."""
+
+    def __init__(self, files: list[Path], channels: int = 3) -> None:
         self.files = files
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -159,6 +162,10 @@ class _NpyFiles(Dataset):
             image = torch.from_numpy(np.load(file)).float()
         except (OSError, ValueError) as err:
             raise InputError(f"{file}: unreadable .npy array ({err})") from None
+        if image.ndim != 3 or image.shape[0] != self.channels:
+            raise InputError(
+                f"{file}: expected a ({self.channels}, H, W) array, got {tuple(image.shape)}"
+            )
         return {"image": image, "path": str(file)}
 
 
@@ -176,7 +183,7 @@ SPEC = TaskSpec(
     headline="val/macro_f1",
     mode="max",
     validate=validate,
-    predict_dataset=lambda files, cfg: _NpyFiles(files),
+    predict_dataset=lambda files, cfg: NpyFiles(files),
     write_prediction=_write_prediction,
     prediction_suffix=".npy",
     example_input=lambda cfg: torch.randn(1, 3, cfg.data.image_size, cfg.data.image_size),

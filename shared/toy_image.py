@@ -18,12 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from .blocks import HybridBlock
 from .cli import TaskSpec, build_cli
 from .engine import InputError, RunConfig, TaskDataModule, resumable_loader
 from .engine.image_task import PIXEL_LOSSES, ImageToImageTask
+from .toy import NpyFiles
 
 
 @dataclass
@@ -180,26 +181,6 @@ def validate(cfg: RunConfig) -> None:
         raise InputError(f"--model.loss must be one of {', '.join(PIXEL_LOSSES)}")
 
 
-class _NpyImages(Dataset):
-    """``(C, H, W)`` arrays in [0, 1] from ``.npy`` files, each its own size."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict:
-        file = self.files[index]
-        try:
-            image = torch.from_numpy(np.load(file)).float()
-        except (OSError, ValueError) as err:
-            raise InputError(f"{file}: unreadable .npy array ({err})") from None
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise InputError(f"{file}: expected a (3, H, W) array, got {tuple(image.shape)}")
-        return {"image": image, "path": str(file)}
-
-
 def _write_prediction(output: torch.Tensor, source: Path, target: Path) -> None:
     np.save(target.open("wb"), output.float().numpy())
 
@@ -213,7 +194,7 @@ SPEC = TaskSpec(
     headline="val/psnr",
     mode="max",
     validate=validate,
-    predict_dataset=lambda files, cfg: _NpyImages(files),
+    predict_dataset=lambda files, cfg: NpyFiles(files),
     write_prediction=_write_prediction,
     prediction_suffix="_sr.npy",
     example_input=lambda cfg: torch.rand(1, 3, cfg.data.tile or 16, cfg.data.tile or 16),
