@@ -1,0 +1,211 @@
+"""``hv-vsr``: train, upscale, evaluate, degrade, bench and export video super-resolution.
+
+Built on the shared CLI chassis (train / export, YAML configs, ``--resume``); ``upscale``,
+``degrade`` and a BasicSR-convention ``evaluate PRED GT`` are video SR commands of their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from shared.cli import OneLineArgumentParser, RunConfig, TaskSpec, build_cli
+from shared.engine import InputError
+
+from .evaluate import clip_sources
+from .io import open_source, write_png
+from .task import VSRDataConfig, VSRModelConfig, build_task, validate
+from .transforms import DEGRADATIONS, SCALES, degrade, mod_crop
+
+__all__ = ["SPEC", "degrade_main", "evaluate_main", "main", "upscale_main"]
+
+
+def upscale_main(argv: Sequence[str]) -> int:
+    """``hv-vsr upscale VIDEO|FRAMES -o OUT --checkpoint CKPT``."""
+    from .upscale import load_vsr_checkpoint, upscale
+
+    parser = OneLineArgumentParser(
+        prog="hv-vsr upscale",
+        description="Upscale a video file or a folder of frames with a trained checkpoint "
+        "(which carries its scale and temporal window). Streams frames and works in "
+        "overlapping tiles, so memory stays bounded for long and high-resolution videos. "
+        "Output: a video (.mkv: lossless FFV1; .mp4: H.264, CRF 17), same fps, or a folder of "
+        "PNG frames (any other name).",
+    )
+    parser.add_argument("input", type=Path, help="video file or folder of PNG/JPG frames")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output video or folder")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="hv-vsr checkpoint")
+    parser.add_argument("--scale", type=int, default=None, help="check the checkpoint's scale")
+    parser.add_argument("--tile", type=int, default=64, help="LR tile size (0: whole frames)")
+    parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (attention fp32)")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv))
+    if args.tile and args.tile < 8:
+        raise InputError(f"--tile must be 0 or >= 8, got {args.tile}")
+    model, meta = load_vsr_checkpoint(args.checkpoint)
+    if args.scale is not None and args.scale != meta["scale"]:
+        raise InputError(
+            f"{args.checkpoint}: trained for x{meta['scale']}, --scale {args.scale} asked"
+        )
+    if args.bf16:  # the precision policy: convolutions in bf16, attention in fp32
+        from shared.attention import SpatialSelfAttention
+
+        for layer in model.modules():
+            if isinstance(layer, SpatialSelfAttention):
+                layer.attention_fp32 = True
+    report = upscale(
+        model, args.input, args.out, args.tile or None, args.tile_overlap, args.bf16,
+        args.overwrite, args.fps, args.device, not args.no_progress,
+    )  # fmt: skip
+    console = Console()
+    if report.padded:
+        console.print(
+            f"note: {args.input} has {report.frames} frames, fewer than the {meta['num_frames']}"
+            "-frame window: windows were filled by reflecting the clip"
+        )
+    (h, w), (oh, ow) = report.input_size, report.output_size
+    console.print(
+        f"hv-vsr upscale: {report.frames} frames {w}x{h} -> {ow}x{oh} (x{meta['scale']}, "
+        f"{meta['num_frames']}-frame window) in {report.seconds:.1f} s "
+        f"({report.frames / report.seconds:.2f} frames/s), peak RSS {report.peak_rss_mib:.0f} MiB"
+        f" -> {report.output}"
+    )
+    return 0
+
+
+def _write_clip(frames, folder: Path, overwrite: bool) -> int:
+    """Write frames into ``folder`` through a hidden temporary folder renamed at the end."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        count = 0
+        for index, frame in enumerate(frames):
+            write_png(tmp / f"{index:08d}.png", frame)
+            count += 1
+        if folder.exists() and overwrite:
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return count
+
+
+def degrade_main(argv: Sequence[str]) -> int:
+    """``hv-vsr degrade INPUT -o OUT``: write a BasicSR paired dataset (gt/ and lq/)."""
+    parser = OneLineArgumentParser(
+        prog="hv-vsr degrade",
+        description="Make a BasicSR paired dataset OUT/gt/<clip>/%%08d.png + OUT/lq/<clip>/ "
+        "from videos or frame folders. GT frames are cropped to a multiple of the scale "
+        "(last rows/columns dropped); LR = BI (MATLAB-style bicubic) or BD (Gaussian sigma "
+        "1.6, every scale-th pixel).",
+    )
+    parser.add_argument("input", type=Path, help="video, frame folder, or folder of clips")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="dataset root to write")
+    parser.add_argument("--scale", type=int, choices=SCALES, default=4)
+    parser.add_argument("--degradation", choices=DEGRADATIONS, default="BI")
+    parser.add_argument("--max-frames", type=int, default=0, help="frames per clip (0: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing clips")
+    args = parser.parse_args(list(argv))
+    if args.out.resolve() == args.input.resolve():
+        raise InputError(f"{args.out}: the dataset root must differ from the input")
+    clips = clip_sources(args.input)
+    for name in clips:
+        for part in ("gt", "lq"):
+            if (args.out / part / name).exists() and not args.overwrite:
+                raise InputError(f"{args.out / part / name}: exists; pass --overwrite")
+    console = Console()
+    for name, path in clips.items():
+        source = open_source(path)
+        limit = args.max_frames or None
+
+        def frames(source=source, limit=limit):
+            for index, frame in enumerate(source):
+                if limit is not None and index >= limit:
+                    return
+                yield mod_crop(frame, args.scale)
+
+        gt_count = _write_clip(frames(), args.out / "gt" / name, args.overwrite)
+        lq_frames = (degrade(f, args.scale, args.degradation) for f in frames())
+        _write_clip(lq_frames, args.out / "lq" / name, args.overwrite)
+        h, w = source.size
+        cropped = "" if (h % args.scale, w % args.scale) == (0, 0) else (
+            f" (cropped from {w}x{h} to {w - w % args.scale}x{h - h % args.scale})"
+        )
+        console.print(f"{name}: {gt_count} frames{cropped}, {args.degradation} x{args.scale}")
+    console.print(f"hv-vsr degrade: {len(clips)} clips -> {args.out}/gt, {args.out}/lq")
+    return 0
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    """``hv-vsr evaluate PRED GT -o OUT``: PSNR-Y/RGB and SSIM, BasicSR conventions."""
+    from .evaluate import evaluate_folders
+
+    parser = OneLineArgumentParser(
+        prog="hv-vsr evaluate",
+        description="Score predicted frames against GT with BasicSR's conventions (8-bit, "
+        "float64, crop_border = scale by default, Y = BT.601 unrounded; mean over frames then "
+        "clips). Writes metrics.json, metrics.csv, psnr_per_frame.png and crops.png.",
+    )
+    parser.add_argument("pred", type=Path, help="predicted clip(s): folder(s) or video")
+    parser.add_argument("gt", type=Path, help="reference clip(s): folder(s) or video")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--scale", type=int, choices=SCALES, default=4)
+    parser.add_argument("--crop-border", type=int, default=None, help="default: the scale")
+    parser.add_argument("--lq", type=Path, default=None, help="LR clips for the bicubic panel")
+    parser.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
+    args = parser.parse_args(list(argv))
+    summary = evaluate_folders(
+        args.pred, args.gt, args.out, args.scale, args.crop_border, args.lq, not args.no_ssim
+    )
+    line = f"PSNR-Y {summary['psnr_y']:.3f} dB, PSNR-RGB {summary['psnr_rgb']:.3f} dB"
+    if "ssim_y" in summary:
+        line += f", SSIM-Y {summary['ssim_y']:.4f}"
+    Console().print(f"hv-vsr evaluate: {line} over {len(summary['per_clip'])} clips -> {args.out}/")
+    return 0
+
+
+def _example_input(cfg: RunConfig) -> torch.Tensor:
+    size = cfg.data.tile or 32
+    return torch.rand(1, 3, cfg.data.num_frames, size, size)
+
+
+def _bench(argv: Sequence[str]) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(argv)
+
+
+SPEC = TaskSpec(
+    prog="hv-vsr",
+    description="Spatiotemporal hybrid CNN-Transformer video super-resolution, scored by "
+    "BasicSR-convention PSNR.",
+    data_config=VSRDataConfig,
+    model_config=VSRModelConfig,
+    build=build_task,
+    headline="val/psnr_y",
+    mode="max",
+    validate=validate,
+    example_input=_example_input,
+    bench=_bench,
+    commands={
+        "upscale": ("upscale a video or frames: INPUT -o OUT --checkpoint CKPT", upscale_main),
+        "degrade": ("write a BasicSR gt/ + lq/ dataset: INPUT -o OUT --scale 4", degrade_main),
+        "evaluate": ("PSNR-Y/RGB, SSIM of predictions vs GT: PRED GT -o OUT", evaluate_main),
+    },
+)
+
+main = build_cli(SPEC)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The video SR task: configs, data module and the Lightning module on ``ImageToImageTask``.
+
+Training minimises the Charbonnier loss on aligned random crops; validation upscales whole
+held-out frames in tiles and logs, beside the engine's float PSNR/SSIM, ``val/psnr_y`` and
+``val/psnr_rgb`` with BasicSR's convention (frames rounded to 8 bits as a saved frame would be,
+``crop_border = scale``), the headline. Checkpoints carry a ``video_sr`` entry (scale, temporal
+window, degradation, architecture) so ``hv-vsr upscale`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from shared.cli import RunConfig
+from shared.engine import ImageToImageTask, InputError, TaskDataModule, resumable_loader
+
+from .data import TrainClips, ValClips, discover_clips
+from .metrics import psnr
+from .model import PRESETS, VideoSRNet, build_vsr_model, config_dict, matched_cnn
+from .transforms import DEGRADATIONS, SCALES
+from .upscale import tiled_forward
+
+__all__ = ["VSRDataConfig", "VSRModelConfig", "VSRDataModule", "VideoSRTask", "build_task"]
+
+
+@dataclass
+class VSRDataConfig:
+    """Clips, degradation and sampling."""
+
+    root: str = ""
+    """Data folder: BasicSR gt/ (+ lq/), frame folders, or video files (see video_sr.data)."""
+    val_clips: list[str] | None = None
+    """Held-out clip names (default: the last clip in name order)."""
+    scale: int = 4
+    """Upscaling factor: 2, 3 or 4."""
+    degradation: str = "BI"
+    """BI (MATLAB-style bicubic) or BD (Gaussian sigma 1.6, then subsample)."""
+    num_frames: int = 5
+    """Temporal window T (odd; 5 or 7 usual)."""
+    patch: int = 32
+    """Training crop in LR pixels (GT crop: patch * scale)."""
+    val_stride: int = 1
+    """Validate on every n-th frame of the held-out clips."""
+    tile: int = 64
+    """Validation tile in LR pixels (0: whole frames)."""
+    tile_overlap: float = 0.25
+    cache_dir: str = ""
+    """Where video files are decoded into frames (default: <root>/.frames)."""
+
+
+@dataclass
+class VSRModelConfig:
+    """Network choice and loss."""
+
+    preset: str = "vsr_cpu"
+    """vsr_tiny, vsr_cpu or vsr_gpu."""
+    variant: str = "hybrid"
+    """hybrid (3D, ours), single_frame (2D on the centre frame), cnn (3D, matched params)."""
+    loss: str = "charbonnier"
+
+
+VARIANTS = ("hybrid", "single_frame", "cnn")
+
+
+def make_model(model_cfg: VSRModelConfig, scale: int, num_frames: int) -> VideoSRNet:
+    """The network of a model config."""
+    if model_cfg.variant == "single_frame":
+        return build_vsr_model(model_cfg.preset, scale, num_frames, dims=2)
+    if model_cfg.variant == "cnn":
+        return VideoSRNet(matched_cnn(PRESETS[model_cfg.preset], scale, num_frames), scale,
+                          num_frames)  # fmt: skip
+    return build_vsr_model(model_cfg.preset, scale, num_frames)
+
+
+class VSRDataModule(TaskDataModule):
+    """Training windows from the training clips, whole frames from the held-out clips."""
+
+    def __init__(self, cfg: VSRDataConfig, batch_size: int, seed: int, num_workers: int = 0):
+        super().__init__(batch_size, seed, num_workers)
+        self.cfg = cfg
+
+    def split(self) -> tuple[list, list]:
+        """(training clips, held-out clips)."""
+        clips = discover_clips(self.cfg.root, self.cfg.cache_dir or None)
+        names = self.cfg.val_clips or [clips[-1].name]
+        unknown = set(names) - {c.name for c in clips}
+        if unknown:
+            raise InputError(f"--data.val_clips: no clip named {sorted(unknown)[0]!r}")
+        train = [c for c in clips if c.name not in names]
+        if not train:
+            raise InputError(f"{self.cfg.root}: every clip is held out; need one for training")
+        return train, [c for c in clips if c.name in names]
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        cfg = self.cfg
+        train, val = self.split()
+        self.train_set = TrainClips(
+            train, cfg.scale, cfg.num_frames, cfg.degradation, cfg.patch, self.seed
+        )
+        self.val_set = ValClips(val, cfg.scale, cfg.num_frames, cfg.degradation, cfg.val_stride)
+
+    def train_dataloader(self) -> DataLoader:  # noqa: D102
+        return resumable_loader(
+            self.train_set, self.batch_size, drop_last=True, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        # Whole frames: one window per batch (frames of different clips may differ in size).
+        return DataLoader(self.val_set, batch_size=1, num_workers=self.num_workers)
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` in [0, 1] -> ``(N, H, W, 3)`` uint8, rounded as a saved frame."""
+    return (images.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1)
+
+
+class VideoSRTask(ImageToImageTask):
+    """``ImageToImageTask`` with temporal windows, BasicSR PSNR and self-describing checkpoints."""
+
+    def __init__(self, model: VideoSRNet, cfg: RunConfig) -> None:
+        super().__init__(
+            model,
+            cfg.optim,
+            loss=cfg.model.loss,
+            spatial_dims=2,  # metrics compare output frames (N, 3, H, W)
+            tile=cfg.data.tile or None,
+            tile_overlap=cfg.data.tile_overlap,
+            tile_batch_size=1,
+            regularization=cfg.regularization,
+        )
+        self.meta = {
+            "scale": cfg.data.scale,
+            "num_frames": cfg.data.num_frames,
+            "degradation": cfg.data.degradation,
+            "variant": cfg.model.variant,
+            "preset": cfg.model.preset,
+            "model": config_dict(model.cfg),
+        }
+
+    def infer(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Whole-frame output, in overlapping LR tiles (the same routine as ``upscale``)."""
+        tile = self.tile[0] if self.tile else None
+        return tiled_forward(self.model, inputs, tile, self.tile_overlap).to(inputs.device)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Engine metrics plus BasicSR-convention PSNR on Y and RGB (8-bit, crop_border=scale)."""
+        inputs, targets = batch
+        output = self.infer(inputs)
+        self.log("val/loss", self.loss_fn(output, targets), on_epoch=True, batch_size=1)
+        self.val_metrics.update(output.clamp(0, 1), targets)
+        self.log_dict(self.val_metrics, on_epoch=True, batch_size=1)
+        border = self.meta["scale"]
+        for pred, gt in zip(_to_uint8(output).cpu().numpy(), _to_uint8(targets).cpu().numpy(),
+                            strict=True):  # fmt: skip
+            self.log("val/psnr_y", psnr(pred, gt, border, y_channel=True), batch_size=1,
+                     on_epoch=True, prog_bar=True)  # fmt: skip
+            self.log("val/psnr_rgb", psnr(pred, gt, border), batch_size=1, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store scale, window, degradation and architecture for ``upscale``."""
+        checkpoint["video_sr"] = self.meta
+
+
+def validate(cfg: RunConfig) -> None:
+    """One-line errors for bad video SR settings."""
+    data, model = cfg.data, cfg.model
+    if not data.root:
+        raise InputError("give --data.root DATA (BasicSR gt/ + lq/, frame folders or videos)")
+    if not Path(data.root).is_dir():
+        raise InputError(f"--data.root {data.root}: folder not found")
+    if data.scale not in SCALES:
+        raise InputError(f"--data.scale must be one of {SCALES}, got {data.scale}")
+    if data.degradation not in DEGRADATIONS:
+        raise InputError(f"--data.degradation must be one of {DEGRADATIONS}")
+    if data.num_frames < 1 or data.num_frames % 2 == 0:
+        raise InputError(f"--data.num_frames must be odd, got {data.num_frames}")
+    if data.patch < 8 or (data.tile and data.tile < 8):
+        raise InputError("--data.patch and --data.tile must be >= 8 LR pixels")
+    if data.val_stride < 1:
+        raise InputError("--data.val_stride must be >= 1")
+    if model.preset not in PRESETS:
+        raise InputError(f"--model.preset must be one of {', '.join(PRESETS)}")
+    if model.variant not in VARIANTS:
+        raise InputError(f"--model.variant must be one of {', '.join(VARIANTS)}")
+
+
+def build_task(cfg: RunConfig) -> tuple[VideoSRTask, VSRDataModule]:
+    """Module and data for a run config."""
+    model = make_model(cfg.model, cfg.data.scale, cfg.data.num_frames)
+    data = VSRDataModule(cfg.data, cfg.trainer.batch_size, cfg.trainer.seed,
+                         cfg.trainer.num_workers)  # fmt: skip
+    return VideoSRTask(model, cfg), data

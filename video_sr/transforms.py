@@ -1,0 +1,112 @@
+"""Degradations (BI, BD) and the clip augmentations used in training.
+
+BI: MATLAB-style antialiased bicubic downsampling (Keys cubic, a = -0.5, kernel widened by the
+scale) after cropping to a multiple of the scale. PIL's ``Image.BICUBIC`` on uint8 RGB is this
+kernel; ``tests/video_sr/test_transforms.py`` checks it against a NumPy port of MATLAB's
+``imresize``. BD: Gaussian blur with sigma 1.6 (13x13 kernel, as the BD datasets of DUF/TDAN
+were made), then every ``scale``-th pixel starting at offset 1 (REFERENCE.md section 4).
+
+The crop rule, identical for training, validation, ``degrade`` and ``evaluate``: a frame whose
+height or width is not a multiple of the scale loses its last rows/columns (bottom and right),
+as BasicSR's ``mod_crop`` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.ndimage import convolve
+
+__all__ = [
+    "DEGRADATIONS",
+    "SCALES",
+    "augment_clip",
+    "bd_downsample",
+    "bi_downsample",
+    "degrade",
+    "mod_crop",
+    "random_crop_pair",
+]
+
+DEGRADATIONS = ("BI", "BD")
+SCALES = (2, 3, 4)
+BD_SIGMA = 1.6
+BD_KERNEL = 13
+
+
+def mod_crop(frame: np.ndarray, scale: int) -> np.ndarray:
+    """Drop the last rows/columns so height and width are multiples of ``scale``."""
+    height, width = frame.shape[:2]
+    return frame[: height - height % scale, : width - width % scale]
+
+
+def bi_downsample(frame: np.ndarray, scale: int) -> np.ndarray:
+    """BI: antialiased bicubic (MATLAB ``imresize``-like, via PIL) of a mod-cropped uint8 frame."""
+    frame = mod_crop(frame, scale)
+    height, width = frame.shape[:2]
+    image = Image.fromarray(frame).resize((width // scale, height // scale), Image.BICUBIC)
+    return np.asarray(image)
+
+
+def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:
+    axis = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    kernel = np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def bd_downsample(frame: np.ndarray, scale: int, sigma: float = BD_SIGMA) -> np.ndarray:
+    """BD: Gaussian blur (sigma 1.6, reflect borders), keep every ``scale``-th pixel from 1."""
+    frame = mod_crop(frame, scale).astype(np.float64)
+    kernel = _gaussian_kernel(BD_KERNEL, sigma)[..., None]  # size 1 on channels: each alone
+    blurred = convolve(frame, kernel, mode="reflect")
+    return np.clip(np.round(blurred[1::scale, 1::scale]), 0, 255).astype(np.uint8)
+
+
+def degrade(frame: np.ndarray, scale: int, kind: str = "BI") -> np.ndarray:
+    """The low-resolution frame for a uint8 ``(H, W, 3)`` ground-truth frame."""
+    if kind == "BI":
+        return bi_downsample(frame, scale)
+    if kind == "BD":
+        return bd_downsample(frame, scale)
+    raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {kind!r}")
+
+
+def random_crop_pair(
+    lq: torch.Tensor, gt: torch.Tensor, size: int, scale: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random crop of every frame: ``size`` LR pixels, ``size * scale`` GT pixels.
+
+    ``lq`` is ``(T, C, h, w)``, ``gt`` ``(C, H, W)`` (the centre frame) or ``(T, C, H, W)``.
+    """
+    height, width = lq.shape[-2:]
+    if height < size or width < size:
+        raise ValueError(f"crop {size} larger than the LR frames ({height}x{width})")
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    lq = lq[..., top : top + size, left : left + size]
+    gt = gt[..., top * scale : (top + size) * scale, left * scale : (left + size) * scale]
+    return lq, gt
+
+
+def augment_clip(
+    lq: torch.Tensor, gt: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips, rot90 and temporal reversal, the same on all frames.
+
+    As in BasicSR's ``augment``, rot90 is a transpose; with both flips it covers all eight
+    rotations and reflections.
+
+    ``lq`` is ``(T, C, h, w)``; ``gt`` the centre frame ``(C, H, W)``, which temporal reversal
+    leaves unchanged (the centre of a reversed odd window is the same frame).
+    """
+    flip_h, flip_v, rotate, reverse = (torch.rand(4, generator=generator) < 0.5).tolist()
+    if flip_h:
+        lq, gt = lq.flip(-1), gt.flip(-1)
+    if flip_v:
+        lq, gt = lq.flip(-2), gt.flip(-2)
+    if rotate:
+        lq, gt = lq.transpose(-1, -2), gt.transpose(-1, -2)
+    if reverse:
+        lq = lq.flip(0)
+    return lq.contiguous(), gt.contiguous()

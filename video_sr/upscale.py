@@ -1,0 +1,211 @@
+"""Streaming, tiled inference: upscale a video or frame folder with bounded memory.
+
+Memory stays bounded in both directions:
+
+- time: frames are decoded one at a time; only the frames of the current temporal window (plus
+  the look-ahead it needs) are held, so a long video costs no more than a short one;
+- space: each window is cut into overlapping LR tiles (MONAI's ``sliding_window_inference`` with
+  gaussian blending, stitched on the CPU), so peak activation memory depends on ``tile``, not on
+  the frame size. Only the output frame itself grows with the resolution.
+
+Clip ends are reflected (frame -1 is frame 1), as in training. The checkpoint carries the scale,
+the temporal window, the degradation and the architecture (``video_sr`` entry written by
+:class:`video_sr.task.VideoSRTask`), so nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from rich.progress import Progress
+
+from shared.engine import InputError, load_checkpoint
+from shared.engine.io import load_state_dict_strict
+
+from .data import reflect_index
+from .io import frame_writer, is_video_path, open_source
+from .model import VideoSRNet, VSRConfig
+
+__all__ = [
+    "UpscaleReport",
+    "load_vsr_checkpoint",
+    "peak_rss_mib",
+    "stream_windows",
+    "tiled_forward",
+    "upscale",
+]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tiled_forward(
+    model: torch.nn.Module,
+    window: torch.Tensor,
+    tile: int | None,
+    overlap: float = 0.25,
+    tile_batch: int = 1,
+) -> torch.Tensor:
+    """``model(window)`` for ``(N, 3, T, h, w)``, in ``tile``-pixel LR tiles when it is larger.
+
+    MONAI's sliding window needs equal input and output ranks, so the frames travel folded into
+    the channel axis ``(N, 3T, h, w)`` and are unfolded inside the predictor.
+    """
+    batch, channels, frames, height, width = window.shape
+    if tile is None or (height <= tile and width <= tile):
+        return model(window)
+
+    def predictor(folded: torch.Tensor) -> torch.Tensor:
+        return model(folded.reshape(folded.shape[0], channels, frames, *folded.shape[-2:]))
+
+    return sliding_window_inference(
+        window.reshape(batch, channels * frames, height, width),
+        roi_size=(min(tile, height), min(tile, width)),
+        sw_batch_size=tile_batch,
+        predictor=predictor,
+        overlap=overlap,
+        mode="gaussian",
+        sw_device=window.device,
+        device=torch.device("cpu"),  # the stitching buffer is a full frame: keep it on the CPU
+    )
+
+
+def stream_windows(
+    frames: Iterable[np.ndarray], num_frames: int
+) -> Iterator[tuple[int, list[np.ndarray], int | None]]:
+    """``(centre, window, known_length)`` for every frame, holding only about 2T frames.
+
+    The window's frames are reflected at the clip ends; ``known_length`` is the number of frames
+    once the source is exhausted (``None`` before).
+    """
+    half = num_frames // 2
+    held: dict[int, np.ndarray] = {}
+    source = iter(frames)
+    read, length, centre = 0, None, 0
+    while length is None or centre < length:
+        while length is None and read <= centre + half:  # look ahead until the window is there
+            frame = next(source, None)
+            if frame is None:
+                length = read
+                break
+            held[read] = frame
+            read += 1
+        if length is not None and centre >= length:
+            break
+        # Before the end is known only the start reflects; ``read`` frames suffice for it.
+        size = length if length is not None else read
+        reflect = [length is not None or centre + o < 0 for o in range(-half, half + 1)]
+        indices = [
+            reflect_index(centre + o, size) if r else centre + o
+            for o, r in zip(range(-half, half + 1), reflect, strict=True)
+        ]
+        yield centre, [held[i] for i in indices], length
+        for stale in [i for i in held if i < centre - num_frames]:
+            del held[stale]
+        centre += 1
+
+
+def load_vsr_checkpoint(path: Path) -> tuple[VideoSRNet, dict]:
+    """The network and its ``video_sr`` metadata (scale, frames, degradation) from a checkpoint."""
+    state = load_checkpoint(path)
+    meta = state.get("video_sr")
+    if not isinstance(meta, dict) or "state_dict" not in state:
+        raise InputError(f"{path}: not an hv-vsr checkpoint (no video_sr metadata)")
+    fields = dict(meta["model"])
+    fields["window"] = tuple(fields["window"])
+    model = VideoSRNet(VSRConfig(**fields), meta["scale"], meta["num_frames"])
+    weights = {
+        key.removeprefix("model."): value
+        for key, value in state["state_dict"].items()
+        if key.startswith("model.")
+    }
+    load_state_dict_strict(model, weights, path)
+    return model.eval(), meta
+
+
+@dataclass
+class UpscaleReport:
+    """What an upscale run did."""
+
+    output: Path
+    frames: int
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    seconds: float
+    peak_rss_mib: float
+    padded: bool
+    """The clip had fewer frames than the window: windows were filled by reflection."""
+
+
+def _check_paths(source: Path, target: Path, overwrite: bool) -> None:
+    if target.resolve() == source.resolve():
+        raise InputError(f"{target}: output would overwrite the input; choose another -o")
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: exists; pass --overwrite to replace it")
+    if target.exists() and target.is_dir() != (not is_video_path(target)):
+        raise InputError(f"{target}: exists and is of the other kind (file vs folder)")
+
+
+def upscale(
+    model: VideoSRNet,
+    source_path: Path,
+    target: Path,
+    tile: int | None = 64,
+    overlap: float = 0.25,
+    bf16: bool = False,
+    overwrite: bool = False,
+    fps: float | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> UpscaleReport:
+    """Upscale ``source_path`` (video or frame folder) into ``target`` (video file or folder)."""
+    import time
+
+    source_path, target = Path(source_path), Path(target)
+    _check_paths(source_path, target, overwrite)
+    source = open_source(source_path, fps)
+    scale, frames = model.scale, model.num_frames
+    model = model.to(device).eval()
+    started, count, padded = time.perf_counter(), 0, False
+    autocast = (
+        torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        if bf16
+        else contextlib.nullcontext()
+    )
+    writer = frame_writer(target, source.fps, overwrite)
+    try:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"upscale x{scale} {source_path.name}", total=source.count)
+            for _, window, length in stream_windows(source, frames):
+                stack = torch.from_numpy(np.stack(window)).to(device)
+                lq = stack.permute(3, 0, 1, 2).unsqueeze(0).float() / 255.0  # (1, 3, T, h, w)
+                with torch.inference_mode(), autocast:
+                    out = tiled_forward(model, lq, tile, overlap)
+                frame = (out[0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+                writer.write(frame.cpu().numpy())
+                padded = padded or (length is not None and length < frames)
+                count += 1
+                bar.advance(task)
+        writer.close()
+    except BaseException:
+        writer.abort()  # also on Ctrl-C: nothing half-written keeps the target's name
+        raise
+    height, width = source.size
+    return UpscaleReport(
+        target,
+        count,
+        (height, width),
+        (height * scale, width * scale),
+        time.perf_counter() - started,
+        peak_rss_mib(),
+        padded,
+    )
