@@ -74,6 +74,8 @@ class Preprocessing:
     std: list[float]
     chip_size: int
     class_names: list[str]
+    source_band_count: int = 0
+    """Bands in each training file; inputs with another count are refused (0: not checked)."""
 
     def to_dict(self) -> dict:
         """Plain types only: checkpoints are loaded with ``weights_only=True``."""

@@ -116,7 +116,9 @@ def plan_dataset(cfg: RSDataConfig, seed: int) -> DatasetPlan:
     stats = read_stats(root, names, scale)
     if stats is None:
         stats = compute_stats([s.path for s in splits["train"]], indexes, scale)
-    pre = Preprocessing(names, indexes, scale, stats[0], stats[1], cfg.chip_size, class_names)
+    pre = Preprocessing(
+        names, indexes, scale, stats[0], stats[1], cfg.chip_size, class_names, band_count
+    )
     return DatasetPlan(splits, pre, band_count, notes + split_notes)
 
 
