@@ -5,9 +5,9 @@
 1. fingerprint (``out/fingerprint.json``): per-case RAS spacing and shape, the median spacing,
    per-channel intensity statistics over sampled foreground voxels (label > 0);
 2. per case, the pipeline of :func:`build_pipeline`: load, channel first, RAS, resample to the
-   target spacing, normalise by modality (CT: clip to the dataset's foreground 0.5/99.5
-   percentiles, z-score with its foreground mean/std; others: per-image z-score over nonzero
-   voxels), crop to the nonzero box;
+   target spacing, crop to the nonzero box, normalise by modality with the dataset's
+   normalisation plan (:func:`normalization_plan`, decided once from the fingerprint and
+   applied identically in training, validation and ``hv-med predict``);
 3. ``out/cases/<case>/{image.npy, label.npy, meta.json}`` plus the manifest ``out/dataset.json``.
 
 Caching: a case is redone only when one of its input files (size, mtime_ns) or the preparation
@@ -71,13 +71,26 @@ __all__ = [
 
 MANIFEST_FORMAT = "hybridvision.medical.prepared/1"
 # Bump when the pipeline changes in a way that changes outputs: every case is then redone.
-PREPARE_VERSION = 1
+# 2: crop before normalising; z-score statistics over the tissue mask (issue 8).
+PREPARE_VERSION = 2
 # nnU-Net samples a fixed number of foreground voxels per case (with replacement, seed 1234) so
 # that every case weighs the same in the dataset statistics.
 FOREGROUND_SAMPLES_PER_CASE = 10_000
 SAMPLE_SEED = 1234
 CROP_MARGIN = 2
 CASE_FILES = ("image.npy", "label.npy", "meta.json")
+# Tissue, for normalisation statistics: voxels above this fraction of the way from the scan's
+# 0.5 to its 99.5 intensity percentile. Unlike "nonzero", this is the same set of voxels whether a
+# site stored the background as exact zeros (skull-stripped, masked) or as an offset with noise,
+# and it is unchanged by any positive affine change of intensities (so it is the same set before
+# and after normalisation).
+TISSUE_LEVEL = 0.2
+# nnU-Net's planner uses the mask for normalisation only when it leaves out a real background
+# (its rule: median relative size after cropping < 3/4); we apply the rule to the tissue fraction.
+USE_MASK_BELOW = 0.75
+# Percentiles and statistics are taken on at most this many evenly strided voxels: exact for
+# small scans, and a 512x512x300 CT neither sorts nor copies 79 M voxels to normalise.
+STATS_VOXELS = 2_000_000
 
 
 @dataclass
@@ -101,12 +114,52 @@ def _nonzero(x: Any) -> Any:
     return x != 0
 
 
+def _strided(channel: Any) -> np.ndarray:
+    """At most ``STATS_VOXELS`` evenly strided voxels of one channel, as float64 numpy."""
+    flat = np.asarray(channel).reshape(-1)
+    step = max(1, flat.size // STATS_VOXELS)
+    return flat[::step].astype(np.float64)
+
+
+def tissue_mask(values: np.ndarray) -> np.ndarray:
+    """The tissue voxels of ``values`` (one channel): above ``TISSUE_LEVEL`` of its robust range."""
+    sample = _strided(values)
+    low, high = np.percentile(sample, [0.5, 99.5])
+    return values > low + TISSUE_LEVEL * (high - low)
+
+
+def zscore_statistics(channel: Any, mask: str) -> tuple[float, float]:
+    """Mean and std of one channel over its tissue (``mask="tissue"``) or all voxels."""
+    sample = _strided(channel)
+    if mask == "tissue":
+        inside = sample[tissue_mask(sample)]
+        sample = inside if inside.size else sample  # a constant scan has no tissue above range
+    return float(sample.mean()), max(float(sample.std()), 1e-8)
+
+
+class _ZScore:
+    """Per-image z-score with statistics over the plan's mask, applied to every voxel.
+
+    Every voxel, background included, gets the same affine map, so a scan whose background is
+    0 and one whose background is 3 +- noise end up with the same values (within the noise).
+    """
+
+    def __init__(self, mask: str) -> None:
+        self.mask = mask
+
+    def __call__(self, channel: Any) -> Any:
+        mean, std = zscore_statistics(channel, self.mask)
+        return NormalizeIntensity(subtrahend=mean, divisor=std)(channel)
+
+
 class ModalityNormalized(MapTransform):
     """Normalise each channel by its own scheme (MONAI has no per-channel scheme switch).
 
     ``plan[c]["scheme"]`` is ``"ct"`` (clip to ``clip`` then ``(x - mean) / std`` with dataset
-    values) or ``"zscore"`` (per-image z-score over nonzero voxels). The per-channel operations
-    are MONAI's ``ThresholdIntensity`` and ``NormalizeIntensity``; only the dispatch is ours.
+    values) or ``"zscore"`` (per-image z-score, statistics over the voxels ``plan[c]["mask"]``
+    names: ``"tissue"`` or ``"image"``). The per-channel operations are MONAI's
+    ``ThresholdIntensity`` and ``NormalizeIntensity``; only the dispatch is ours. Channels are
+    normalised in place, one at a time, so a large scan is never held twice.
     """
 
     def __init__(self, keys: Sequence[str], plan: list[dict[str, Any]]) -> None:
@@ -125,7 +178,7 @@ class ModalityNormalized(MapTransform):
                     )
                 )
             else:
-                self.ops.append(NormalizeIntensity(nonzero=True))
+                self.ops.append(_ZScore(channel.get("mask", "tissue")))
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         """Normalise ``data[key]`` (C x spatial) channel by channel."""
@@ -134,11 +187,13 @@ class ModalityNormalized(MapTransform):
             image = out[key]
             if image.shape[0] != len(self.ops):
                 raise ValueError(f"{key}: {image.shape[0]} channels, plan has {len(self.ops)}")
-            result = image.clone()
             plain = image.as_tensor() if hasattr(image, "as_tensor") else image
+            if not plain.is_floating_point():
+                image = image.float()
+                plain = image.as_tensor() if hasattr(image, "as_tensor") else image
             for c, op in enumerate(self.ops):
-                result[c] = op(plain[c : c + 1])[0]
-            out[key] = result
+                plain[c] = op(plain[c : c + 1])[0]
+            out[key] = image
         return out
 
 
@@ -148,10 +203,11 @@ def build_pipeline(
     with_label: bool = True,
     margin: int = CROP_MARGIN,
 ) -> Any:
-    """The per-case MONAI ``Compose``: load, channel first, RAS, resample, normalise, crop.
+    """The per-case MONAI ``Compose``: load, channel first, RAS, resample, crop, normalise.
 
-    ``normalization`` is :func:`normalization_plan`'s output. The crop box is stored under
-    ``"foreground_start"`` / ``"foreground_end"`` (resampled-grid voxel indices).
+    ``normalization`` is :func:`normalization_plan`'s output. The crop to the nonzero box comes
+    before normalisation, as in nnU-Net (normalised backgrounds are no longer zero). The crop box
+    is stored under ``"foreground_start"`` / ``"foreground_end"`` (resampled-grid voxel indices).
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
@@ -164,7 +220,6 @@ def build_pipeline(
             # Explicit labels: MONAI warns that the default will change to the tensor's space.
             Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
             Spacingd(keys, pixdim=tuple(target_spacing), mode=modes),
-            ModalityNormalized(["image"], normalization),
             CropForegroundd(
                 keys,
                 source_key="image",
@@ -174,6 +229,7 @@ def build_pipeline(
                 start_coord_key="foreground_start",
                 end_coord_key="foreground_end",
             ),
+            ModalityNormalized(["image"], normalization),
         ]
     )
 
@@ -302,6 +358,8 @@ def _analyse_case(job: tuple[Case, MedicalDataset]) -> tuple[str, dict[str, Any]
         "original_spacing": [float(s) for s in nib.affines.voxel_sizes(arrays.affine)],
         "original_shape": [int(s) for s in shape],
         "foreground_voxels": count,
+        # Share of the scan that is tissue, per channel: the normalisation plan's mask decision.
+        "tissue_fraction": [float(tissue_mask(c).mean()) for c in arrays.channels],
     }
     return case.case_id, entry, samples
 
@@ -359,7 +417,8 @@ def compute_fingerprint(
     jobs = []
     for case in dataset.cases:
         old = previous.get(case.case_id)
-        if old and case.case_id in samples and old.get("inputs") == _input_signature(case):
+        current = old and "tissue_fraction" in old  # older fingerprints lack it: re-analyse
+        if current and case.case_id in samples and old.get("inputs") == _input_signature(case):
             entries[case.case_id] = old
         else:
             jobs.append((case, dataset))
@@ -386,7 +445,15 @@ def _fingerprint_summary(
     intensity = []
     for c, modality in enumerate(dataset.modalities):
         values = np.concatenate([samples[cid][c] for cid in entries])
-        intensity.append({"channel": c, "modality": modality, **_intensity_stats(values)})
+        tissue = float(np.median([e["tissue_fraction"][c] for e in entries.values()]))
+        intensity.append(
+            {
+                "channel": c,
+                "modality": modality,
+                **_intensity_stats(values),
+                "median_tissue_fraction": round(tissue, 6),
+            }
+        )
     return {
         "name": dataset.name,
         "layout": dataset.layout,
@@ -401,13 +468,32 @@ def _fingerprint_summary(
 
 
 def normalization_plan(fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per channel: CT -> clip to foreground 0.5/99.5 percentiles + dataset z-score; other
-    modalities -> per-image z-score over nonzero voxels (nnU-Net's defaults)."""
+    """The dataset's normalisation, decided once from the fingerprint, per channel.
+
+    CT: clip to the dataset's foreground 0.5/99.5 percentiles, z-score with its foreground
+    mean/std (nnU-Net). Other modalities: per-image z-score applied to every voxel, with the
+    statistics taken over the scan's tissue (:func:`tissue_mask`) when the dataset's scans have a
+    background to leave out (median tissue fraction < ``USE_MASK_BELOW``, nnU-Net's
+    ``use_mask_for_norm`` rule) and over the whole scan otherwise. nnU-Net's mask is "nonzero",
+    which changes with how a site stores the background (exact zeros after skull stripping, or
+    an offset with noise) and so gives test scans a different scale from training scans; the
+    tissue mask does not.
+    """
     plan = []
     for stats in fingerprint["intensity"]:
         channel, modality = stats["channel"], stats["modality"]
         if modality.strip().upper() != "CT":
-            plan.append({"channel": channel, "modality": modality, "scheme": "zscore"})
+            tissue = stats["median_tissue_fraction"]
+            plan.append(
+                {
+                    "channel": channel,
+                    "modality": modality,
+                    "scheme": "zscore",
+                    # Only the decision: the fraction itself (in fingerprint.json) moves with
+                    # every added case and would make every cached case look stale.
+                    "mask": "tissue" if tissue < USE_MASK_BELOW else "image",
+                }
+            )
             continue
         if not stats["samples"]:
             raise InputError(
@@ -442,6 +528,10 @@ def _prepare_case(job: dict[str, Any]) -> dict[str, Any]:
     image = data["image"].numpy().astype(np.float32)
     label = np.rint(data["label"].numpy()).astype(np.uint8)
     meta = _case_meta(case, data, job)
+    # What the network sees, for predict's check that a new scan resembles the training data.
+    meta["intensity_range"] = [
+        [float(v) for v in np.percentile(_strided(c), [0.5, 99.5])] for c in image
+    ]
     tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}.tmp-", dir=cases_dir))
     try:
         # Plain writes are fine here: the folder is invisible until the rename below.
@@ -460,6 +550,7 @@ def _prepare_case(job: dict[str, Any]) -> dict[str, Any]:
         "label": f"{folder}/label.npy",
         "meta": f"{folder}/meta.json",
         "shape": list(image.shape),
+        "intensity_range": meta["intensity_range"],
     }
 
 
@@ -666,6 +757,9 @@ def _prepare_cases(
             }
         )
     header = _manifest_header(dataset, settings, settings_hash)
+    # RAS spacings of the scans the model was trained on: predict warns on a scan far outside.
+    spacings = np.array([entry["spacing"] for entry in fingerprint["cases"].values()])
+    header["source_spacing_range"] = [spacings.min(0).tolist(), spacings.max(0).tolist()]
     order = [c.case_id for c in dataset.cases]
 
     def write_manifest() -> None:

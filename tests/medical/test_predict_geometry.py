@@ -49,13 +49,13 @@ def _scan() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _threshold_infer(self, image: torch.Tensor) -> torch.Tensor:
-    """Logits of the rule: 0 -> background, below the mean -> 1, above -> 2.
+    """Logits of the rule: below -1.5 -> background, below the mean -> 1, above -> 2.
 
-    The scan's nonzero voxels are half 100 and half 300, so the per-image z-score of the
-    preparation maps them to about -1 and +1, and keeps the background at exactly 0.
+    The scan's tissue voxels are half 100 and half 300 (mean 200, std 100), so the per-image
+    z-score of the preparation maps them to about -1 and +1, and the zero background to -2.
     """
     x = image[:, :1]
-    return 10.0 * torch.cat([x == 0, x < 0, x > 0], dim=1).float()
+    return 10.0 * torch.cat([x < -1.5, (x >= -1.5) & (x < 0), x >= 0], dim=1).float()
 
 
 @pytest.fixture(scope="module")
