@@ -112,7 +112,7 @@ def predict_scene(predictor: Predictor, scene: Path, out: Path, probabilities: b
         profile = {
             "driver": "GTiff", "height": rows, "width": cols, "count": 1, "dtype": "uint8",
             "nodata": NODATA, "crs": src.crs, "compress": "deflate",
-            "transform": src.transform * Affine.scale(win_w, win_h),
+            "transform": src.transform @ Affine.scale(win_w, win_h),
         }  # fmt: skip
         classes = len(pre.class_names)
         counts = np.zeros(classes, dtype=np.int64)

@@ -209,6 +209,9 @@ def make_loss(cfg: RunConfig, plan: DatasetPlan) -> nn.Module:
 
 def build_task(cfg: RunConfig) -> tuple[SceneTask, RSDataModule]:
     """Module and data module for a run config (the hv-rs CLI's ``build``)."""
+    # Batches are dicts holding image, label and path: Lightning says it guesses the batch size
+    # from them, and guesses right (the first tensor's length).
+    warnings.filterwarnings("ignore", message=".*Trying to infer the `batch_size`.*")
     plan = plan_dataset(cfg.data, cfg.trainer.seed)
     for note in plan.notes:
         warnings.warn(note, stacklevel=1)
