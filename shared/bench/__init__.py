@@ -7,6 +7,13 @@ and ``scaling`` for window vs global attention) and ``engine`` are the benchmark
 the command line.
 """
 
+# ruff: noqa: E402 (the logger must be quiet before torch.utils.benchmark is first imported)
+import logging
+
+# torch.utils.benchmark imports cpp_extension, which logs on every CPU-only machine that it found
+# no CUDA runtime; benchmarks compile nothing, so the line is only noise in the report.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
 from .cli import build_parser, main
 from .measure import (
     ALL_CORES,

@@ -8,7 +8,6 @@ a GPU synchronises before reading the clock.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -17,11 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-
-# torch.utils.benchmark imports cpp_extension, which warns on every CPU-only machine that it found
-# no CUDA runtime; benchmarks compile nothing, so the line is noise in the report.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils.benchmark import Timer, set_torch_threads  # noqa: E402
+from torch.utils.benchmark import Timer, set_torch_threads
 
 __all__ = [
     "ALL_CORES",
