@@ -4,7 +4,9 @@ Training samples patches from prepared cases (``hv-med prepare``), balanced betw
 and background, with MONAI augmentations; the loss is Dice + cross-entropy (with deep
 supervision when the model returns several scales); validation runs MONAI sliding-window
 inference (gaussian blending) on whole prepared volumes and reports Dice per class and the
-foreground mean (``val/dice``, the headline metric that picks the best checkpoint).
+foreground mean (``val/dice``, the headline metric that picks the best checkpoint) by
+``hv-med evaluate``'s rule. Every checkpoint carries the prediction plan (preprocessing, labels,
+network settings) under ``"hybridvision_plan"``, so ``hv-med predict`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai.inferers import sliding_window_inference
 from monai.losses import DeepSupervisionLoss, DiceCELoss
-from monai.metrics import DiceMetric
+from monai.metrics import Cumulative, compute_dice
 from monai.networks.utils import one_hot
 from torchmetrics import MetricCollection
 
@@ -30,9 +32,15 @@ __all__ = [
     "MedicalDataConfig",
     "MedicalModelConfig",
     "MedicalDataModule",
+    "PLAN_KEY",
     "SegmentationTask",
+    "prediction_plan",
     "split_cases",
 ]
+
+# The checkpoint entry holding everything prediction needs (plain types: weights_only loads it).
+PLAN_KEY = "hybridvision_plan"
+PLAN_FORMAT = "hybridvision.medical.plan/1"
 
 
 @dataclass
@@ -92,6 +100,41 @@ def split_cases(cases: list[dict], manifest: dict, val_fraction: float) -> tuple
             f"need at least one training and one validation case, got {len(train)} and {len(val)}"
         )
     return train, val
+
+
+def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """What ``hv-med predict`` needs from a run, as plain types (nnU-Net's plans.json role).
+
+    The preprocessing (spacing, normalisation), what the data looked like (channel modalities,
+    source spacings, normalised intensity range: predict's input check), the label names, and
+    the network and sliding-window settings.
+    """
+    ranges = [entry["intensity_range"] for entry in manifest["cases"] if "intensity_range" in entry]
+    channels = len(manifest["modalities"])
+    intensity = (
+        [[min(r[c][0] for r in ranges), max(r[c][1] for r in ranges)] for c in range(channels)]
+        if ranges
+        else None
+    )
+    return {
+        "format": PLAN_FORMAT,
+        "name": manifest.get("name"),
+        "modalities": list(manifest["modalities"]),
+        "labels": {str(k): v for k, v in manifest["labels"].items()},
+        "target_spacing": list(manifest["target_spacing"]),
+        "normalization": manifest["normalization"],
+        "source_spacing_range": manifest.get("source_spacing_range"),
+        "intensity_range": intensity,
+        "model": {
+            "spatial_dims": 3,
+            "preset": cfg.model.preset,
+            "deep_supervision": cfg.model.deep_supervision,
+            "pure_cnn": cfg.model.pure_cnn,
+        },
+        "patch_size": list(cfg.data.patch_size),
+        "sw_batch_size": cfg.data.sw_batch_size,
+        "sw_overlap": cfg.data.sw_overlap,
+    }
 
 
 class MedicalDataModule(TaskDataModule):
@@ -159,6 +202,11 @@ class SegmentationTask(HybridTask):
     """Dice + CE training, sliding-window validation with per-class Dice.
 
     ``label_smoothing`` smooths the cross-entropy half of the loss (MONAI ``DiceCELoss``).
+    ``plan`` (:func:`prediction_plan`) is saved into every checkpoint.
+
+    Validation Dice follows ``hv-med evaluate`` (nnU-Net): per case and class, a prediction of a
+    class the reference lacks scores 0, a class empty in both is NaN and left out; per class the
+    mean over cases, and ``val/dice`` the mean over classes.
     """
 
     def __init__(
@@ -169,6 +217,7 @@ class SegmentationTask(HybridTask):
         sw_batch_size: int,
         sw_overlap: float,
         label_smoothing: float = 0.0,
+        plan: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         loss = DiceCELoss(to_onehot_y=True, softmax=True, label_smoothing=label_smoothing)
@@ -176,8 +225,13 @@ class SegmentationTask(HybridTask):
         self.deep_loss = DeepSupervisionLoss(loss)
         self.class_names = class_names
         self.patch_size, self.sw_batch_size, self.sw_overlap = patch_size, sw_batch_size, sw_overlap
-        # MONAI's cumulative metric all-gathers across DDP ranks in aggregate().
-        self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+        self.plan = plan
+        # Per-case, per-class Dice rows; MONAI's Cumulative all-gathers them across DDP ranks.
+        self.dice = Cumulative()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
+        if self.plan is not None:
+            checkpoint[PLAN_KEY] = self.plan
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Dice + CE on a batch of patches (all deep-supervision scales when present)."""
@@ -214,15 +268,21 @@ class SegmentationTask(HybridTask):
                  sync_dist=True, batch_size=1)  # fmt: skip
         classes = logits.shape[1]
         prediction = one_hot(logits.argmax(1, keepdim=True), classes)
-        self.dice(prediction, one_hot(batch["label"].long(), classes))
+        reference = one_hot(batch["label"].long(), classes)
+        # ignore_empty=False: a false positive on a class absent from the reference scores 0
+        # (MONAI would give 1 when both are empty: that case is NaN, as in hv-med evaluate).
+        dice = compute_dice(prediction, reference, include_background=False, ignore_empty=False)
+        spatial = tuple(range(2, prediction.ndim))
+        both_empty = (prediction[:, 1:].sum(spatial) == 0) & (reference[:, 1:].sum(spatial) == 0)
+        self.dice.extend(dice.masked_fill(both_empty, float("nan")))
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
-        per_class = self.dice.aggregate()
+        per_class = self.dice.get_buffer().float().nanmean(0)
         self.dice.reset()
         names = self.class_names or [f"class{i}" for i in range(1, per_class.numel() + 1)]
         for name, value in zip(names, per_class, strict=False):
             self.log(f"val/dice_{name}", value, sync_dist=False)
-        # nnU-Net's foreground mean: classes empty everywhere (NaN) are left out.
+        # nnU-Net's foreground mean: classes empty in every case (NaN) are left out.
         self.log("val/dice", per_class.nanmean(), prog_bar=True)
 
 
@@ -253,6 +313,7 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
         cfg.data.sw_batch_size,
         cfg.data.sw_overlap,
         label_smoothing=cfg.regularization.label_smoothing,
+        plan=prediction_plan(manifest, cfg),
         optim=cfg.optim,
         regularization=cfg.regularization,  # MixUp/CutMix: refused by HybridTask as well
     )

@@ -4,11 +4,13 @@ A stub network turns its input (the predicted class index at every voxel) into c
 logits, so the prediction is known exactly; the task's own validation step, epoch-end logic and
 logging run through a Lightning ``validate``. The expected values are counted by hand below.
 
-Only classes present in every case are tested here: the rule for a class empty in the
-reference (and in the prediction) is issue 8's to settle, and its tests go with it.
+A class empty in the reference follows ``hv-med evaluate`` (nnU-Net): predicted anyway it
+scores 0 for that case; empty in the prediction too it is NaN and left out of the means.
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning.pytorch as pl
 import pytest
@@ -63,17 +65,21 @@ def _cases() -> list[dict[str, torch.Tensor]]:
     ]
 
 
-def test_validation_dice_per_class_is_exact_and_named_right() -> None:
+def _validate(cases: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     task = SegmentationTask(
         PredictionFromInput(), NAMES, SHAPE, sw_batch_size=1, sw_overlap=0.25,
         optim=OptimConfig(),
     )  # fmt: skip
-    loader = torch.utils.data.DataLoader(_cases(), batch_size=1)
+    loader = torch.utils.data.DataLoader(cases, batch_size=1)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False,
     )  # fmt: skip
-    metrics = trainer.validate(task, dataloaders=loader, verbose=False)[0]
+    return trainer.validate(task, dataloaders=loader, verbose=False)[0]
+
+
+def test_validation_dice_per_class_is_exact_and_named_right() -> None:
+    metrics = _validate(_cases())
 
     # Per class: the mean over cases of each case's Dice (nnU-Net's convention).
     expected = {"liver": (0.8 + 1.0) / 2, "tumour": (0.5 + 2 / 3) / 2}
@@ -83,3 +89,32 @@ def test_validation_dice_per_class_is_exact_and_named_right() -> None:
     assert metrics["val/dice"] == pytest.approx((0.9 + 7 / 12) / 2, abs=1e-6)
     logged = {k for k in metrics if k.startswith("val/dice_")}
     assert logged == {"val/dice_liver", "val/dice_tumour"}, "one value per foreground class"
+
+
+def _liver_only(tumour_predicted: bool) -> dict[str, torch.Tensor]:
+    """Liver x in [0, 4) predicted exactly; no tumour in the reference; 8 voxels predicted
+    tumour (outside the liver) when ``tumour_predicted``."""
+    label = torch.zeros(SHAPE)
+    label[0:4] = 1
+    pred = label.clone()
+    if tumour_predicted:
+        pred[6:8, 6:8, 6:8] = 2
+    return {"image": pred[None], "label": label[None]}
+
+
+def test_false_positive_on_an_absent_class_counts_as_zero() -> None:
+    # Case 1: tumour absent from the reference but predicted: Dice 0 (MONAI's ignore_empty=True
+    # said NaN and hid it). Case 2: tumour empty in both: NaN, left out. Tumour = mean(0) = 0.
+    metrics = _validate([_liver_only(True), _liver_only(False)])
+    assert metrics["val/dice_liver"] == pytest.approx(1.0)
+    assert metrics["val/dice_tumour"] == pytest.approx(0.0)
+    assert metrics["val/dice"] == pytest.approx(0.5), "the false positive costs the headline"
+
+
+def test_class_empty_in_both_everywhere_is_left_out() -> None:
+    # Empty in both in every case: NaN (not 1, MONAI's value with ignore_empty=False), and the
+    # headline is the mean over the classes that have a value, as in hv-med evaluate.
+    metrics = _validate([_liver_only(False), _liver_only(False)])
+    assert metrics["val/dice_liver"] == pytest.approx(1.0)
+    assert math.isnan(metrics["val/dice_tumour"])
+    assert metrics["val/dice"] == pytest.approx(1.0)
