@@ -114,12 +114,27 @@ class FrameSource:
             raise InputError(f"{self.path}: unreadable video at frame {index} ({err})") from None
         if index == 0:
             raise InputError(f"{self.path}: no decodable video frames")
-        if self.count and index < self.count:
+        if self.count and index < self.count - 1:  # one frame of slack for duration rounding
             # FFmpeg often stops quietly at a truncated file: compare with the header's count.
             raise InputError(
                 f"{self.path}: truncated video: decoding stopped at frame {index} of "
                 f"{self.count} announced"
             )
+
+
+def _announced_frames(container, stream, fps: Fraction) -> int | None:
+    """Frames the file's headers promise: the stream's count, else its duration times fps.
+
+    Matroska stores no frame count; its duration (the container's, trusted only when the video
+    is the sole stream) still tells a truncated file from a complete one.
+    """
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base:
+        return round(float(stream.duration * stream.time_base * fps))
+    if container.duration and len(container.streams) == 1:
+        return round(container.duration / av.time_base * float(fps))
+    return None
 
 
 def _open_video(path: Path) -> FrameSource:
@@ -133,7 +148,7 @@ def _open_video(path: Path) -> FrameSource:
             if first is None:
                 raise InputError(f"{path}: no decodable video frames")
             size = (first.height, first.width)
-            count = stream.frames or None
+            count = _announced_frames(container, stream, Fraction(fps))
     except (av.FFmpegError, OSError) as err:
         raise InputError(f"{path}: unreadable video ({err})") from None
     return FrameSource(path, Fraction(fps), size, count)

@@ -1,10 +1,14 @@
 """Degradations (BI, BD) and the clip augmentations used in training.
 
-BI: MATLAB-style antialiased bicubic downsampling (Keys cubic, a = -0.5, kernel widened by the
-scale) after cropping to a multiple of the scale. PIL's ``Image.BICUBIC`` on uint8 RGB is this
-kernel; ``tests/video_sr/test_transforms.py`` checks it against a NumPy port of MATLAB's
-``imresize``. BD: Gaussian blur with sigma 1.6 (13x13 kernel, as the BD datasets of DUF/TDAN
-were made), then every ``scale``-th pixel starting at offset 1 (REFERENCE.md section 4).
+BI: MATLAB's ``imresize(frame, 1/scale, 'bicubic')`` (Keys cubic, a = -0.5, kernel widened by
+the scale, symmetric borders, rounded to uint8) after cropping to a multiple of the scale.
+Hand-written (as separable weight matrices) because no installed library matches it: PIL's
+bicubic uses the same kernel but other borders (measured up to 14 grey levels apart at frame
+edges, 2-4 inside), torch's uses a = -0.75; BasicSR's own port would pull in BasicSR.
+``tests/video_sr/test_transforms.py`` checks it against an independent loop-based port.
+
+BD: Gaussian blur with sigma 1.6 (13x13 kernel, as the BD datasets of DUF/TDAN were made), then
+every ``scale``-th pixel starting at offset 1 (REFERENCE.md section 4).
 
 The crop rule, identical for training, validation, ``degrade`` and ``evaluate``: a frame whose
 height or width is not a multiple of the scale loses its last rows/columns (bottom and right),
@@ -13,9 +17,11 @@ as BasicSR's ``mod_crop`` does.
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import numpy as np
 import torch
-from PIL import Image
 from scipy.ndimage import convolve
 
 __all__ = [
@@ -41,12 +47,45 @@ def mod_crop(frame: np.ndarray, scale: int) -> np.ndarray:
     return frame[: height - height % scale, : width - width % scale]
 
 
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``cubic``)."""
+    a = np.abs(x)
+    near = (1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1)
+    return near + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2))
+
+
+@lru_cache(maxsize=16)
+def matlab_resize_matrix(in_length: int, scale: int) -> np.ndarray:
+    """``(in_length // scale, in_length)`` weights of MATLAB's antialiased bicubic shrink.
+
+    MATLAB's ``contributions``: output pixel ``x`` (1-based) sits at input ``u = x*scale +
+    0.5*(1 - scale)``; the kernel is stretched by ``scale`` (antialiasing); weights are
+    normalised per output pixel; taps beyond the edges fold back symmetrically.
+    """
+    out_length = in_length // scale
+    u = np.arange(1, out_length + 1) * scale + 0.5 * (1 - scale)
+    taps = math.ceil(4 * scale) + 2
+    first = np.floor(u - 2 * scale)
+    indices = first[:, None] + np.arange(taps)[None, :]
+    weights = _cubic((u[:, None] - indices) / scale) / scale
+    weights /= weights.sum(axis=1, keepdims=True)
+    zero_based = indices.astype(int) - 1
+    folded = np.where(zero_based < 0, -zero_based - 1, zero_based)
+    folded = np.where(folded >= in_length, 2 * in_length - folded - 1, folded)
+    matrix = np.zeros((out_length, in_length))
+    np.add.at(matrix, (np.repeat(np.arange(out_length), taps), folded.ravel()), weights.ravel())
+    return matrix
+
+
 def bi_downsample(frame: np.ndarray, scale: int) -> np.ndarray:
-    """BI: antialiased bicubic (MATLAB ``imresize``-like, via PIL) of a mod-cropped uint8 frame."""
+    """BI: MATLAB ``imresize(frame, 1/scale, 'bicubic')`` of a mod-cropped uint8 frame."""
     frame = mod_crop(frame, scale)
     height, width = frame.shape[:2]
-    image = Image.fromarray(frame).resize((width // scale, height // scale), Image.BICUBIC)
-    return np.asarray(image)
+    rows, cols = matlab_resize_matrix(height, scale), matlab_resize_matrix(width, scale)
+    out = np.einsum("oh,hwc->owc", rows, frame.astype(np.float64))
+    out = np.einsum("pw,owc->opc", cols, out)
+    # MATLAB's uint8 conversion rounds halves away from zero (values here are >= 0).
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 
 
 def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:
