@@ -1,0 +1,60 @@
+"""hv-rs end to end on EuroSAT-layout folders of 4 and 13 bands, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from remote_sensing.cli import main
+from remote_sensing.task import CHECKPOINT_KEY
+
+
+def _train(root: Path, runs: Path, name: str) -> Path:
+    code = main(["train", "--data.root", str(root), "--data.chip_size", "32",
+                 "--trainer.max_steps", "2", "--trainer.batch_size", "4",
+                 "--trainer.limit_val_batches", "1", "--trainer.progress", "false",
+                 "--trainer.accelerator", "cpu",
+                 "--run.runs_dir", str(runs), "--run.name", name])  # fmt: skip
+    assert code == 0
+    return runs / name / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("bands", [4, 13])
+def test_train_predict_end_to_end(tmp_path: Path, rasters, bands: int) -> None:
+    root = rasters.make_eurosat(tmp_path / f"eurosat{bands}", bands)
+    checkpoint = _train(root, tmp_path / "runs", "r")
+    meta = torch.load(checkpoint, weights_only=True)[CHECKPOINT_KEY]
+    assert meta["bands"] == [f"B{i:02d}" for i in range(1, bands + 1)]
+    assert meta["class_names"] == ["Forest", "River", "SeaLake"] and meta["chip_size"] == 32
+    assert len(meta["mean"]) == bands and meta["source_band_count"] == bands
+    scene = rasters.write_tif(tmp_path / "scene.tif",
+                              np.full((bands, 64, 96), 900, np.uint16))  # fmt: skip
+    # Predict from another folder: the checkpoint carries what preprocessing needs.
+    assert main(["predict", str(scene), "-o", str(tmp_path / "map.tif"),
+                 "--checkpoint", str(checkpoint)]) == 0  # fmt: skip
+    with rasterio.open(tmp_path / "map.tif") as out, rasterio.open(scene) as src:
+        assert out.crs == src.crs and out.shape == (2, 3)
+    if bands == 4:
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--split", "val",
+                     "--views", "plain", "rotate"]) == 0  # fmt: skip
+        assert (checkpoint.parent.parent / "val_confusion.csv").is_file()
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path: Path, rasters, capsys) -> None:
+    root = rasters.make_eurosat(tmp_path / "eurosat", 4)
+    (root / "Empty").mkdir()
+    assert main(["train", "--data.root", str(root), "--trainer.progress", "false",
+                 "--run.runs_dir", str(tmp_path / "runs")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Empty: empty class folder" in err
+    scene = rasters.write_tif(tmp_path / "s.tif", np.ones((4, 64, 64), np.uint16))
+    assert main(["tile", str(scene), "-o", str(tmp_path), "--size", "32"]) == 2
+    assert "must not be the scene" in capsys.readouterr().err
+    assert main(["predict", str(scene), "-o", str(tmp_path / "m.tif"),
+                 "--checkpoint", str(tmp_path / "missing.ckpt")]) == 2  # fmt: skip
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "m.tif").exists()
