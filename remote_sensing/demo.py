@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m remote_sensing.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo/remote_sensing"))
-    parser.add_argument("--per-class", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--per-class", type=int, default=80)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--chip", type=int, default=32)
     args = parser.parse_args(argv)
     return run_demo(args.out, args.per_class, args.epochs, args.chip)
