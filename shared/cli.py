@@ -58,6 +58,7 @@ __all__ = [
     "PredictionFileWriter",
     "load_run",
     "OneLineArgumentParser",
+    "parse_task_command",
 ]
 
 COMMANDS = ("train", "evaluate", "predict", "bench", "export")
@@ -286,6 +287,25 @@ def load_run(
     parser = _config_parser(spec, command, "")
     _, cfg = _parse(spec, parser, list(argv), _run_config_file(checkpoint))
     return cfg, *_restore(spec, cfg, checkpoint)
+
+
+def parse_task_command(
+    spec: TaskSpec,
+    command: str,
+    description: str,
+    argv: Sequence[str],
+    add_arguments: Callable[[ArgumentParser], None],
+    base: Path | None = None,
+) -> tuple[Namespace, RunConfig]:
+    """Parse a task command's own options and every config flag with one parser.
+
+    For ``TaskSpec.commands`` that read a run: ``add_arguments(parser)`` adds the command's own
+    arguments, ``base`` is the run's ``config.yaml`` (flags in ``argv`` win). One parser, so a
+    config flag may come before or after the inputs without being misread as one.
+    """
+    parser = _config_parser(spec, command, description)
+    add_arguments(parser)
+    return _parse(spec, parser, list(argv), base)
 
 
 def _evaluate_parser(spec: TaskSpec) -> _Parser:
