@@ -595,6 +595,15 @@ def _load_dicom_with_monai(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Write ``array`` as a gzipped NIfTI atomically (temporary file, then rename)."""
-    payload = gzip.compress(nib.Nifti1Image(array, affine).to_bytes(), compresslevel=1)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+    """Write ``array`` as a gzipped NIfTI atomically (temporary file, then rename).
+
+    Streamed through gzip: no uncompressed or compressed copy of a large volume is held.
+    """
+    image = nib.Nifti1Image(array, affine)
+
+    def write(tmp: Path) -> None:
+        with gzip.open(tmp, "wb", compresslevel=1) as handle:
+            holder = nib.FileHolder(fileobj=handle)
+            image.to_file_map({"image": holder, "header": holder})
+
+    return atomic_write(path, write)

@@ -1,20 +1,31 @@
 """``hv-med predict``: sliding-window segmentation of new scans, saved in their own geometry.
 
-Each input (a NIfTI file, a folder of them, or a DICOM series folder) goes through the training
-run's preprocessing (RAS, resampling, normalisation, crop), sliding-window inference with
-gaussian blending (the stitching buffer lives on the CPU so a 512x512x300 CT fits), optional
-flip test-time augmentation, then MONAI's ``Invertd`` undoes crop, resampling and orientation, so
-the label map is written with the input's original shape, spacing and affine.
+Everything comes from the checkpoint's plan (``checkpoint["hybridvision_plan"]``, written by the
+training task): the run's preprocessing (RAS, resampling, crop, normalisation), label names and
+network settings, so predict works from any folder and without the prepared data. Each input (a
+NIfTI file, a folder of them, or a DICOM series folder) is checked against the plan (channel
+count: error; modality, spacing, normalised intensity range: a warning naming the file), goes
+through sliding-window inference with gaussian blending (the stitching buffer lives on the CPU),
+optional flip test-time augmentation, then MONAI's ``Invertd`` undoes crop, resampling and
+orientation, so the label map is written with the input's original shape, spacing and affine.
+
+Memory: one class-probability buffer is the only full-size multi-channel array; softmax, flips
+and argmax work on slabs of it, and probabilities are inverted one class at a time and only when
+asked for (a 512x512x300 CT stays under 4 GiB resident, see docs/benchmarks/medical.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -23,13 +34,29 @@ from monai.transforms import Invertd
 from rich.console import Console
 from rich.progress import Progress
 
-from shared.cli import OneLineArgumentParser, load_run
-from shared.engine.io import InputError, file_stem
+from shared.cli import OneLineArgumentParser, TaskSpec, parse_task_command
+from shared.engine.io import InputError, file_stem, load_checkpoint, load_state_dict_strict
+from shared.engine.trainer import set_attention_precision
 
-from .data import NIFTI_ENDINGS, read_dicom_series, save_nifti
-from .prepare import build_pipeline
+from .data import NIFTI_ENDINGS, ras_spacing_and_shape, read_dicom_series, save_nifti
+from .prepare import _strided, build_pipeline
+from .task import PLAN_KEY, RunConfig, SegmentationTask, prediction_plan
 
-__all__ = ["ScanInput", "collect_inputs", "predict_main", "segment"]
+__all__ = [
+    "ScanInput",
+    "check_input",
+    "collect_inputs",
+    "load_predictor",
+    "predict_main",
+    "segment",
+]
+
+# Slab thickness (voxels along the last axis) for softmax, flips and argmax on the full buffer.
+SLAB = 16
+# "Far" from the training data: a spacing outside [min / 2, 2 * max] of the training scans', or
+# a normalised 0.5/99.5 percentile beyond the training range widened by half its width.
+SPACING_FACTOR = 2.0
+RANGE_MARGIN = 0.5
 
 
 def _is_nifti(path: Path) -> bool:
@@ -99,39 +126,154 @@ def collect_inputs(paths: Sequence[Path]) -> list[ScanInput]:
     return sorted(scans + _group_nifti(nifti), key=lambda scan: scan.name)
 
 
-def _tta_probabilities(task, image: torch.Tensor, flips: bool) -> torch.Tensor:
-    """Softmax of sliding-window logits, averaged over axis flips when ``flips``."""
-    axes_sets = [()] + ([(2,), (3,), (4,)] if flips else [])
-    total = None
-    for axes in axes_sets:
-        flipped = image.flip(axes) if axes else image
-        probs = task.infer(flipped).softmax(1)
-        probs = probs.flip(axes) if axes else probs
-        total = probs if total is None else total + probs
-    return total / len(axes_sets)
+def _slabs(size: int) -> Iterator[slice]:
+    for start in range(0, size, SLAB):
+        yield slice(start, min(start + SLAB, size))
 
 
-def _pipeline_input(scan: ScanInput, scratch: Path) -> str | list[str]:
-    """NIfTI files pass through (a list for channel files); a DICOM series becomes a NIfTI."""
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes (dim 1) in place, slab by slab: no second full-size buffer."""
+    for z in _slabs(logits.shape[-1]):
+        logits[..., z] = logits[..., z].float().softmax(1)
+    return logits
+
+
+def _add_flipped_(total: torch.Tensor, probs: torch.Tensor, axes: tuple[int, ...]) -> None:
+    """``total += probs.flip(axes)`` slab by slab along an axis that is not flipped."""
+    along = next(a for a in (4, 3, 2) if a not in axes)
+    for s in _slabs(probs.shape[along]):
+        index = [slice(None)] * probs.ndim
+        index[along] = s
+        total[tuple(index)] += probs[tuple(index)].flip(axes)
+
+
+def _probabilities(task: Any, image: torch.Tensor, flips: bool) -> torch.Tensor:
+    """Class probabilities (1, C, ...) on the CPU, averaged over axis flips when ``flips``."""
+    total = _softmax_(task.infer(image).float())
+    if flips:
+        for axes in ((2,), (3,), (4,)):
+            probs = _softmax_(task.infer(image.flip(axes)).float())
+            _add_flipped_(total, probs, axes)
+            del probs
+        total /= 4
+    return total
+
+
+def _argmax(probs: torch.Tensor) -> torch.Tensor:
+    """(1, ...) uint8 label map of (1, C, ...) probabilities, slab by slab (no int64 copy)."""
+    label = torch.empty((1, *probs.shape[2:]), dtype=torch.uint8)
+    for z in _slabs(probs.shape[-1]):
+        label[..., z] = probs[0, ..., z].argmax(0).to(torch.uint8)
+    return label
+
+
+def _pipeline_input(scan: ScanInput, scratch: Path) -> tuple[str | list[str], str | None]:
+    """NIfTI files pass through (a list for channel files); a DICOM series becomes a NIfTI.
+
+    Also the DICOM Modality tag when there is one (NIfTI does not record the modality).
+    """
     if len(scan.files) > 1:
-        return [str(file) for file in scan.files]
+        return [str(file) for file in scan.files], None
     source = scan.files[0]
     if not source.is_dir():
-        return str(source)
+        return str(source), None
     array, affine = read_dicom_series(source)
     converted = scratch / f"{source.name}.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine), str(converted))
-    return str(converted)
+    return str(converted), _dicom_modality(source)
+
+
+def _dicom_modality(folder: Path) -> str | None:
+    import pydicom
+
+    for file in sorted(folder.iterdir()):
+        try:
+            return str(pydicom.dcmread(file, stop_before_pixels=True).get("Modality") or "") or None
+        except Exception:  # not every file in a series folder is DICOM
+            continue
+    return None
+
+
+def _input_channels(scan: ScanInput) -> int:
+    """Channels from headers only: channel files, or a 4D NIfTI's last axis (MSD layout)."""
+    if len(scan.files) > 1 or scan.files[0].is_dir():
+        return len(scan.files)
+    try:
+        shape = nib.load(str(scan.files[0])).shape
+    except Exception as err:
+        raise InputError(f"{scan.files[0]}: not a readable NIfTI ({type(err).__name__})") from None
+    return shape[3] if len(shape) == 4 else 1
+
+
+def _is_ct(modality: str) -> bool:
+    return modality.strip().upper() == "CT"
+
+
+def check_input(
+    scan: ScanInput, plan: dict[str, Any], image: Any, dicom_modality: str | None
+) -> list[str]:
+    """Warnings (each naming the file) where a preprocessed scan does not resemble the training
+    data: modality, spacing far from the training scans', normalised intensity range."""
+    name, warnings = scan.files[0], []
+    modalities = plan["modalities"]
+    if dicom_modality and _is_ct(dicom_modality) != _is_ct(modalities[0]):
+        warnings.append(f"{name}: DICOM modality {dicom_modality}, the model was trained on "
+                        f"{modalities[0]}")  # fmt: skip
+    spacing_range = plan.get("source_spacing_range")
+    if spacing_range:
+        original = np.asarray(image.meta["original_affine"], dtype=np.float64)
+        spacing, _ = ras_spacing_and_shape(original, tuple(image.meta["spatial_shape"])[:3])
+        low, high = np.asarray(spacing_range[0]), np.asarray(spacing_range[1])
+        if np.any(spacing < low / SPACING_FACTOR) or np.any(spacing > high * SPACING_FACTOR):
+            warnings.append(
+                f"{name}: spacing {tuple(round(float(s), 3) for s in spacing)} mm is far from the "
+                f"training scans' ({_mm(low)} to {_mm(high)} mm)"
+            )
+    for c, expected in enumerate(plan.get("intensity_range") or []):
+        low, high = np.percentile(_strided(image[c]), [0.5, 99.5])
+        margin = RANGE_MARGIN * (expected[1] - expected[0])
+        if low < expected[0] - margin or high > expected[1] + margin:
+            warnings.append(
+                f"{name}: channel {c} ({modalities[c]}) spans {low:.2f} to {high:.2f} after "
+                f"normalisation, training data {expected[0]:.2f} to {expected[1]:.2f} (wrong "
+                "modality or channel order?)"
+            )
+    return warnings
+
+
+def _mm(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(v), 3) for v in values)
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The training precision's autocast (``bf16-mixed``, ``16-mixed``), or nothing for fp32."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def segment(
-    task, manifest: dict, scan: ScanInput, flips: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label map, class probabilities (C first) and affine, all in the input's own geometry."""
-    pipeline = build_pipeline(manifest["target_spacing"], manifest["normalization"], False)
+    task: Any,
+    plan: dict[str, Any],
+    scan: ScanInput,
+    flips: bool,
+    probabilities: bool = True,
+    precision: str = "32-true",
+    warn: Any = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Label map, class probabilities (C first; None unless ``probabilities``) and affine, all
+    in the input's own geometry. ``warn(message)`` receives :func:`check_input`'s warnings."""
+    expected = len(plan["modalities"])
+    channels = _input_channels(scan)
+    if channels != expected:
+        raise InputError(f"{scan.files[0]}: {channels} channel(s), the model expects {expected}")
+    pipeline = build_pipeline(plan["target_spacing"], plan["normalization"], False)
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            item = pipeline({"image": _pipeline_input(scan, Path(scratch))})
+            source, dicom_modality = _pipeline_input(scan, Path(scratch))
+            item = pipeline({"image": source})
         except InputError:
             raise
         except Exception as err:  # MONAI wraps reader errors in RuntimeError chains
@@ -139,35 +281,95 @@ def segment(
                 f"{scan.files[0]}: could not be read or preprocessed ({type(err).__name__})"
             ) from None
     image = item["image"]
-    expected = len(manifest["modalities"])
-    if image.shape[0] != expected:
-        raise InputError(
-            f"{scan.files[0]}: {image.shape[0]} channel(s), the model expects {expected}"
-        )
-    with torch.inference_mode():
-        probs = _tta_probabilities(task, image.unsqueeze(0).as_tensor().float(), flips)[0]
-    # Both maps carry the image's transform history, so Invertd can undo crop, spacing, RAS.
-    for key, value in (("pred", probs.argmax(0, keepdim=True).float()), ("probs", probs)):
-        item[key] = type(image)(value, meta=image.meta)
-        item[key].applied_operations = list(image.applied_operations)
-    inverted = Invertd(
-        keys=["pred", "probs"], transform=pipeline, orig_keys="image", nearest_interp=[True, False]
-    )(item)
-    label = inverted["pred"][0].numpy().round().astype(np.uint8)
+    for message in check_input(scan, plan, image, dicom_modality):
+        (warn or _warn)(message)
+    module = isinstance(task, torch.nn.Module)
+    device = next(task.parameters()).device if module else torch.device("cpu")
+    with torch.inference_mode(), _autocast(precision, device):
+        probs = _probabilities(task, image.as_tensor().float()[None], flips)
+    label = _label_in_input_grid(item, pipeline, _argmax(probs))
     affine = np.asarray(image.meta["original_affine"], dtype=np.float64)
+    if not probabilities:
+        return label, None, affine
+    return label, _probabilities_in_input_grid(item, pipeline, probs[0]), affine
+
+
+def _invert(item: dict, pipeline: Any, value: torch.Tensor, nearest: bool) -> torch.Tensor:
+    """``value`` (channel first, on the preprocessed grid) mapped back to the input's grid."""
+    image = item["image"]
+    # The map carries the image's transform history, so Invertd can undo crop, spacing, RAS.
+    data = {"image": image, "value": type(image)(value, meta=image.meta)}
+    data["value"].applied_operations = list(image.applied_operations)
+    inverse = Invertd(keys="value", transform=pipeline, orig_keys="image", nearest_interp=nearest)
+    return inverse(data)["value"]
+
+
+def _label_in_input_grid(item: dict, pipeline: Any, label: torch.Tensor) -> np.ndarray:
+    inverted = _invert(item, pipeline, label.float(), nearest=True)
+    return inverted[0].numpy().round().astype(np.uint8)
+
+
+def _probabilities_in_input_grid(item: dict, pipeline: Any, probs: torch.Tensor) -> np.ndarray:
+    """Class by class (one full-size channel at a time), into one float32 array."""
+    out = None
+    for c in range(probs.shape[0]):
+        channel = _invert(item, pipeline, probs[c : c + 1].clone(), nearest=False)[0].numpy()
+        if out is None:
+            out = np.empty((probs.shape[0], *channel.shape), np.float32)
+        out[c] = channel
+    assert out is not None
     # Undoing the crop pads with zeros: outside the foreground box (and partly at its blurred
     # edge) the classes' probabilities sum to less than 1. That missing mass is background.
-    probs = inverted["probs"].numpy().astype(np.float32)
-    probs[0] += np.clip(1.0 - probs.sum(0), 0.0, None)
-    return label, probs, affine
+    out[0] += np.clip(1.0 - out.sum(0), 0.0, None)
+    return out
 
 
-def predict_main(spec, argv: Sequence[str]) -> int:
-    """``hv-med predict INPUT... -o OUT --checkpoint CKPT [--tta] [--overlap F]``."""
-    parser = OneLineArgumentParser(prog="hv-med predict", description=__doc__)
-    parser.add_argument("inputs", nargs="+", type=Path, help="NIfTI files, folders, DICOM dirs")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's .ckpt file")
+def _warn(message: str) -> None:
+    print(f"hv-med predict: warning: {message}", file=sys.stderr)
+
+
+def load_predictor(checkpoint: Path, cfg: RunConfig) -> tuple[SegmentationTask, dict[str, Any]]:
+    """The network with the checkpoint's weights and the run's prediction plan.
+
+    The plan comes from the checkpoint (any run trained since issue 8); for older checkpoints,
+    from the prepared folder the run's config names.
+    """
+    from .model import build_medical_model
+    from .task import MedicalDataModule
+
+    state = load_checkpoint(checkpoint)
+    if "state_dict" not in state:
+        raise InputError(f"{checkpoint}: not a Lightning checkpoint (no state_dict)")
+    plan = state.get(PLAN_KEY)
+    if plan is None:
+        plan = prediction_plan(MedicalDataModule(cfg.data, 1, 0).manifest(), cfg)
+    labels = {int(k): v for k, v in plan["labels"].items()}
+    model = build_medical_model(
+        plan["model"]["spatial_dims"],
+        len(plan["modalities"]),
+        len(labels),
+        plan["model"]["preset"],
+        deep_supervision=plan["model"]["deep_supervision"],
+        pure_cnn=plan["model"]["pure_cnn"],
+    )
+    task = SegmentationTask(
+        model,
+        [labels[k] for k in sorted(labels) if k != 0],
+        tuple(plan["patch_size"]),
+        plan["sw_batch_size"],
+        plan["sw_overlap"],
+        optim=cfg.optim,
+    )
+    load_state_dict_strict(task, state["state_dict"], checkpoint)
+    if cfg.trainer.precision != "32-true":  # as in training: attention stays fp32 if asked
+        set_attention_precision(task, cfg.trainer.attention_fp32)
+    return task, plan
+
+
+def _arguments(parser: Any) -> None:
+    parser.add_argument("inputs", nargs="+", type=str, help="NIfTI files, folders, DICOM dirs")
+    parser.add_argument("-o", "--out", type=str, required=True, help="output folder")
+    parser.add_argument("--checkpoint", type=str, required=True, help="a run's .ckpt file")
     parser.add_argument("--tta", action="store_true", help="average over flips on 3 axes")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
     parser.add_argument(
@@ -176,31 +378,49 @@ def predict_main(spec, argv: Sequence[str]) -> int:
     parser.add_argument(
         "--probabilities", action="store_true", help="also save class probabilities (4D NIfTI)"
     )
-    args, rest = parser.parse_known_args(list(argv))
-    sources = collect_inputs(args.inputs)
-    targets = [(scan, args.out / f"{scan.name}.nii.gz") for scan in sources]
+
+
+def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
+    """``hv-med predict INPUT... -o OUT --checkpoint CKPT [--tta] [--overlap F] [config flags]``.
+
+    Options and config flags (``--trainer.precision bf16-mixed``...) go through one parser, in any
+    order. The run's ``config.yaml`` next to the checkpoint, when present, is the base.
+    """
+    # Which run is the base comes from --checkpoint, read before the full parse (as the chassis).
+    peek = OneLineArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--checkpoint", default=None)
+    named = peek.parse_known_args(list(argv))[0].checkpoint
+    base = Path(named).parent.parent / "config.yaml" if named else None
+    # Prediction reads the plan from the checkpoint: the training data need not exist here.
+    no_data_checks = dataclasses.replace(spec, validate=None)
+    args, cfg = parse_task_command(no_data_checks, "predict", __doc__ or "", argv, _arguments, base)
+    out, checkpoint = Path(args.out), Path(args.checkpoint)
+    sources = collect_inputs([Path(p) for p in args.inputs])
+    targets = [(scan, out / f"{scan.name}.nii.gz") for scan in sources]
     resolved_inputs = {file.resolve() for scan in sources for file in scan.files}
     for _, target in targets:
         if target.resolve() in resolved_inputs:
             raise InputError(f"{target}: would overwrite an input; choose another -o")
-    cfg, task, data = load_run(spec, args.checkpoint, rest, "predict")
+    task, plan = load_predictor(checkpoint, cfg)
     if args.overlap is not None:
         task.sw_overlap = args.overlap
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     # Windows run on `device`; whole volumes and the stitching buffer stay on the CPU.
     task.to("cpu" if device == "auto" else device).eval()
-    manifest = data.manifest()
-    console = Console()
+    console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         job = progress.add_task("segmenting", total=len(sources))
         for scan, target in targets:
-            label, probs, affine = segment(task, manifest, scan, args.tta)
+            label, probs, affine = segment(
+                task, plan, scan, args.tta, args.probabilities, cfg.trainer.precision
+            )
             save_nifti(target, label, affine)
-            if args.probabilities:
+            del label
+            if probs is not None:
                 # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
                 probs_file = target.with_name(f"{scan.name}_probs.nii.gz")
                 save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
             progress.advance(job)
-    labels = json.dumps(manifest["labels"])
-    console.print(f"hv-med predict: {len(sources)} input(s) -> {args.out}/ (labels {labels})")
+    labels = json.dumps(plan["labels"])
+    Console().print(f"hv-med predict: {len(sources)} input(s) -> {out}/ (labels {labels})")
     return 0

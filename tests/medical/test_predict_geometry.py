@@ -140,3 +140,68 @@ def test_predict_undoes_crop_and_resampling(run: Path, tmp_path: Path, monkeypat
     outside = ~ndimage.binary_dilation(foreground, near)
     np.testing.assert_allclose(probs[outside, 0], 1.0, atol=1e-3)
     assert np.mean(probs.argmax(-1) == labels) > 0.95
+
+
+def test_predict_from_another_folder_without_the_prepared_data(
+    run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The checkpoint alone is enough: run elsewhere with the prepared folder gone, and a config
+    flag before the inputs (read by the one parser, not taken for an input) is honoured."""
+    image, _ = _scan()
+    scan = tmp_path / "probe.nii.gz"
+    nib.save(nib.Nifti1Image(image, AFFINE), str(scan))
+    seen = []
+    real_infer = SegmentationTask.infer
+
+    def recording_infer(self, x: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return real_infer(self, x)
+
+    monkeypatch.setattr(SegmentationTask, "infer", recording_infer)
+    checkpoint = (run / "runs" / "geo" / "checkpoints" / "last.ckpt").resolve()
+    prepared, hidden = run / "prepared", run / "prepared_moved_away"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    prepared.rename(hidden)
+    try:
+        code = hv_med(["predict", "--trainer.precision", "bf16-mixed", str(scan), "-o", "pred",
+                       "--checkpoint", str(checkpoint)])  # fmt: skip
+    finally:
+        hidden.rename(prepared)
+    assert code == 0
+    assert nib.load(str(elsewhere / "pred" / "probe.nii.gz")).shape == SHAPE
+    assert seen == [torch.bfloat16], "windows ran under bf16 autocast"
+
+
+def test_predict_input_checks(run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Channel count: a one-line error naming the file. Spacing far from the training scans'
+    and a normalised intensity range unlike the training data's: warnings naming the file."""
+    monkeypatch.setattr(SegmentationTask, "infer", _threshold_infer)
+    checkpoint = str(run / "runs" / "geo" / "checkpoints" / "last.ckpt")
+    image, _ = _scan()
+    two = tmp_path / "two"
+    two.mkdir()
+    for c in range(2):
+        nib.save(nib.Nifti1Image(image, AFFINE), str(two / f"duo_{c:04d}.nii.gz"))
+    assert hv_med(["predict", str(two), "-o", str(tmp_path / "p2"), "--checkpoint",
+                   checkpoint]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert "duo_0000.nii.gz: 2 channel(s), the model expects 1" in error
+    assert len(error.splitlines()) == 1
+
+    odd = image.copy()
+    odd[6, 14:32, 6:13] = 1e5  # a thin bright sheet: the normalised 99.5 percentile jumps
+    coarse = AFFINE.copy()
+    coarse[:3, :3] *= 3.0  # 3 x 3 x 7.5 mm: training scans were 1 x 1 x 2.5 mm
+    nib.save(nib.Nifti1Image(odd, coarse), str(tmp_path / "odd.nii.gz"))
+    assert hv_med(["predict", str(tmp_path / "odd.nii.gz"), "-o", str(tmp_path / "p3"),
+                   "--checkpoint", checkpoint]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "odd.nii.gz: spacing (3.0, 3.0, 7.5) mm is far from the training" in err
+    assert "odd.nii.gz: channel 0 (T1) spans" in err
+
+    nib.save(nib.Nifti1Image(image, AFFINE), str(tmp_path / "fine.nii.gz"))
+    assert hv_med(["predict", str(tmp_path / "fine.nii.gz"), "-o", str(tmp_path / "p4"),
+                   "--checkpoint", checkpoint]) == 0  # fmt: skip
+    assert "warning" not in capsys.readouterr().err, "a scan like the training data is quiet"
