@@ -15,21 +15,14 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from shared.engine import InputError, atomic_write, atomic_write_json
 
 from .io import FRAME_SUFFIXES, is_video_path, open_source
 from .metrics import clip_mean, psnr, ssim
-from .transforms import bi_downsample, mod_crop
+from .transforms import bi_downsample, bicubic_upscale, mod_crop
 
-__all__ = ["bicubic_upscale", "clip_sources", "evaluate_folders"]
-
-
-def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:
-    """The bicubic baseline: PIL (MATLAB-like) bicubic upscaling of a uint8 frame."""
-    height, width = lq.shape[:2]
-    return np.asarray(Image.fromarray(lq).resize((width * scale, height * scale), Image.BICUBIC))
+__all__ = ["clip_sources", "evaluate_folders"]
 
 
 def clip_sources(path: Path) -> dict[str, Path]:

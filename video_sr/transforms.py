@@ -30,7 +30,9 @@ __all__ = [
     "augment_clip",
     "bd_downsample",
     "bi_downsample",
+    "bicubic_upscale",
     "degrade",
+    "matlab_imresize",
     "mod_crop",
     "random_crop_pair",
 ]
@@ -55,19 +57,21 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def matlab_resize_matrix(in_length: int, scale: int) -> np.ndarray:
-    """``(in_length // scale, in_length)`` weights of MATLAB's antialiased bicubic shrink.
+def matlab_resize_matrix(in_length: int, out_length: int) -> np.ndarray:
+    """``(out_length, in_length)`` weights of MATLAB's bicubic ``imresize`` along one axis.
 
-    MATLAB's ``contributions``: output pixel ``x`` (1-based) sits at input ``u = x*scale +
-    0.5*(1 - scale)``; the kernel is stretched by ``scale`` (antialiasing); weights are
-    normalised per output pixel; taps beyond the edges fold back symmetrically.
+    MATLAB's ``contributions``: output pixel ``x`` (1-based) sits at input
+    ``u = x / f + 0.5 * (1 - 1 / f)`` for the factor ``f = out / in``; when shrinking the kernel
+    is stretched by ``1 / f`` (antialiasing); weights are normalised per output pixel; taps
+    beyond the edges fold back symmetrically.
     """
-    out_length = in_length // scale
-    u = np.arange(1, out_length + 1) * scale + 0.5 * (1 - scale)
-    taps = math.ceil(4 * scale) + 2
-    first = np.floor(u - 2 * scale)
+    factor = out_length / in_length
+    u = np.arange(1, out_length + 1) / factor + 0.5 * (1 - 1 / factor)
+    stretch = 1 / factor if factor < 1 else 1.0
+    taps = math.ceil(4 * stretch) + 2
+    first = np.floor(u - 2 * stretch)
     indices = first[:, None] + np.arange(taps)[None, :]
-    weights = _cubic((u[:, None] - indices) / scale) / scale
+    weights = _cubic((u[:, None] - indices) / stretch) / stretch
     weights /= weights.sum(axis=1, keepdims=True)
     zero_based = indices.astype(int) - 1
     folded = np.where(zero_based < 0, -zero_based - 1, zero_based)
@@ -77,15 +81,25 @@ def matlab_resize_matrix(in_length: int, scale: int) -> np.ndarray:
     return matrix
 
 
-def bi_downsample(frame: np.ndarray, scale: int) -> np.ndarray:
-    """BI: MATLAB ``imresize(frame, 1/scale, 'bicubic')`` of a mod-cropped uint8 frame."""
-    frame = mod_crop(frame, scale)
-    height, width = frame.shape[:2]
-    rows, cols = matlab_resize_matrix(height, scale), matlab_resize_matrix(width, scale)
+def matlab_imresize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """MATLAB ``imresize(frame, [height width], 'bicubic')`` of a uint8 ``(H, W, 3)`` frame."""
+    rows = matlab_resize_matrix(frame.shape[0], height)
+    cols = matlab_resize_matrix(frame.shape[1], width)
     out = np.einsum("oh,hwc->owc", rows, frame.astype(np.float64))
     out = np.einsum("pw,owc->opc", cols, out)
     # MATLAB's uint8 conversion rounds halves away from zero (values here are >= 0).
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def bi_downsample(frame: np.ndarray, scale: int) -> np.ndarray:
+    """BI: MATLAB ``imresize(frame, 1/scale, 'bicubic')`` of a mod-cropped uint8 frame."""
+    frame = mod_crop(frame, scale)
+    return matlab_imresize(frame, frame.shape[0] // scale, frame.shape[1] // scale)
+
+
+def bicubic_upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline of SR tables: MATLAB ``imresize(frame, scale, 'bicubic')``."""
+    return matlab_imresize(frame, frame.shape[0] * scale, frame.shape[1] * scale)
 
 
 def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:

@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 from skimage import data
 
-from video_sr.transforms import augment_clip, bd_downsample, bi_downsample, mod_crop
+from video_sr.transforms import (
+    augment_clip,
+    bd_downsample,
+    bi_downsample,
+    bicubic_upscale,
+    mod_crop,
+)
 
 
 def _cubic(x: float) -> float:
@@ -20,33 +26,47 @@ def _cubic(x: float) -> float:
     return -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2 if a <= 2 else 0.0
 
 
-def _resize_axis(padded: np.ndarray, pad: int, in_length: int, scale: int) -> np.ndarray:
-    """One axis of MATLAB's antialiased shrink, output pixel by output pixel (axis 0)."""
+def _resize_axis(padded: np.ndarray, pad: int, in_length: int, out_length: int) -> np.ndarray:
+    """One axis of MATLAB's bicubic resize, output pixel by output pixel (axis 0)."""
+    factor = out_length / in_length
+    stretch = 1 / factor if factor < 1 else 1.0  # antialiasing widens the kernel to shrink
     rows = []
-    for x in range(1, in_length // scale + 1):
-        u = x * scale + 0.5 * (1 - scale)  # 1-based input coordinate of output pixel x
-        left = math.floor(u - 2 * scale)
-        taps = range(left, left + math.ceil(4 * scale) + 2)
-        weights = np.array([_cubic((u - j) / scale) / scale for j in taps])
+    for x in range(1, out_length + 1):
+        u = x / factor + 0.5 * (1 - 1 / factor)  # 1-based input coordinate of output pixel x
+        left = math.floor(u - 2 * stretch)
+        taps = range(left, left + math.ceil(4 * stretch) + 2)
+        weights = np.array([_cubic((u - j) / stretch) / stretch for j in taps])
         samples = np.stack([padded[j - 1 + pad] for j in taps])
         rows.append(np.tensordot(weights / weights.sum(), samples, axes=1))
     return np.stack(rows)
 
 
-def matlab_bicubic_down(image: np.ndarray, scale: int) -> np.ndarray:
-    """An independent port of MATLAB ``imresize(im, 1/scale, 'bicubic')`` for uint8 RGB.
+def matlab_imresize_loop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An independent port of MATLAB ``imresize(im, [height width], 'bicubic')``, uint8 RGB.
 
     Loop-based like BasicSR's ``matlab_functions.imresize``: pad each axis symmetrically
     (``np.pad(mode="symmetric")`` is MATLAB's symmetric padding), then weigh the taps of
     every output pixel; height first, then width; uint8 rounding halves away from zero.
     """
-    pad = 4 * scale
     work = image.astype(np.float64)
-    for axis in (0, 1):
+    for axis, size in ((0, height), (1, width)):
         moved = np.moveaxis(work, axis, 0)
+        pad = 4 * max(1, moved.shape[0] // size)
         padded = np.pad(moved, [(pad, pad)] + [(0, 0)] * (moved.ndim - 1), mode="symmetric")
-        work = np.moveaxis(_resize_axis(padded, pad, moved.shape[0], scale), 0, axis)
+        work = np.moveaxis(_resize_axis(padded, pad, moved.shape[0], size), 0, axis)
     return np.clip(np.floor(work + 0.5), 0, 255).astype(np.uint8)
+
+
+def matlab_bicubic_down(image: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB ``imresize(im, 1/scale, 'bicubic')`` by the loop port."""
+    return matlab_imresize_loop(image, image.shape[0] // scale, image.shape[1] // scale)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bicubic_baseline_matches_matlab_upscaling(scale: int) -> None:
+    lq = data.astronaut()[100:118, 150:175]
+    reference = matlab_imresize_loop(lq, 18 * scale, 25 * scale)
+    np.testing.assert_array_equal(bicubic_upscale(lq, scale), reference)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
