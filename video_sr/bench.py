@@ -43,6 +43,7 @@ from .transforms import bicubic_upscale
 __all__ = ["MODELS", "build_report", "main", "run_bench"]
 
 BASICVSR_FPS = 0.153  # x4 180x320 -> 720x1280, fp32, 2 CPU cores (issue 10, BasicSR's code)
+UPSCALE_TILE = 128  # hv-vsr upscale's default
 MODELS = ("bicubic", "single-frame 2D", "3D CNN (matched params)", "3D hybrid")
 
 
@@ -152,7 +153,8 @@ def _upscale_rss(model: VideoSRNet, meta: dict, work: Path, frames: int) -> dict
             writer.write(bi_downsample(frame, 4))
     out = work / "bbb_x4.mkv"
     command = [sys.executable, "-m", "video_sr.cli", "upscale", str(lq), "-o", str(out),
-               "--checkpoint", str(checkpoint), "--overwrite", "--no-progress"]  # fmt: skip
+               "--checkpoint", str(checkpoint), "--overwrite", "--no-progress",
+               "--tile", str(UPSCALE_TILE)]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -164,7 +166,7 @@ def _upscale_rss(model: VideoSRNet, meta: dict, work: Path, frames: int) -> dict
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return {"peak_rss_mib": peak, "import_rss_mib": float(baseline.stdout.strip()),
-            "frames": frames, "seconds": seconds}  # fmt: skip
+            "frames": frames, "seconds": seconds, "tile": UPSCALE_TILE}  # fmt: skip
 
 
 def run_bench(args: argparse.Namespace) -> tuple[list[BenchResult], dict]:
@@ -271,8 +273,8 @@ def _notes(results: list[BenchResult], facts: dict) -> list[str]:
     rss = facts.get("rss") or {}
     if rss:
         notes.append(
-            f"`hv-vsr upscale` of {rss['frames']} LR frames 180x320 -> 720x1280 (default "
-            f"64-pixel tiles): peak RSS {rss['peak_rss_mib']:.0f} MiB, of which "
+            f"`hv-vsr upscale` of {rss['frames']} LR frames 180x320 -> 720x1280 ({rss['tile']}"
+            f"-pixel tiles): peak RSS {rss['peak_rss_mib']:.0f} MiB, of which "
             f"{rss['import_rss_mib']:.0f} MiB is the process after importing its libraries."
         )
     return notes
@@ -322,8 +324,8 @@ def build_report(results: list[BenchResult], facts: dict, command: str) -> Repor
             f"LR crops, Charbonnier; preset {facts['preset']}",
         },
         method="CPU, fp32. PSNR: BasicSR's convention (8-bit frames, crop_border 4, Y = BT.601 "
-        "unrounded; mean over frames). Bicubic: MATLAB imresize. Speeds are medians of none: "
-        "mean over the repeats, on a machine other jobs share (see the load note).",
+        "unrounded; mean over frames). Bicubic: MATLAB imresize. Speeds: mean over the "
+        "repeats after one warm-up call, on a machine other jobs share (see the load note).",
     )
 
 

@@ -42,7 +42,7 @@ def upscale_main(argv: Sequence[str]) -> int:
     parser.add_argument("-o", "--out", type=Path, required=True, help="output video or folder")
     parser.add_argument("--checkpoint", type=Path, required=True, help="hv-vsr checkpoint")
     parser.add_argument("--scale", type=int, default=None, help="check the checkpoint's scale")
-    parser.add_argument("--tile", type=int, default=64, help="LR tile size (0: whole frames)")
+    parser.add_argument("--tile", type=int, default=128, help="LR tile size (0: whole frames)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (attention fp32)")
     parser.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")

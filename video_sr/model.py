@@ -79,9 +79,10 @@ class _OneDNNConv3d(nn.Conv3d):
     """``nn.Conv3d`` that always takes oneDNN's kernel on the CPU in fp32.
 
     PyTorch picks its kernel by a heuristic written for 2D shapes (batch > 1 or N*C*D*H > 20480
-    for oneDNN); one clip at inference, or a small tile, falls to ``slow_conv3d``, measured 3x
-    slower here. Same parameters and results (the tests compare); any other case (GPU, autocast,
-    export, other dtypes) takes the normal path.
+    for oneDNN); one clip at inference, or a small tile, falls to ``slow_conv3d``: measured
+    1.4-3x slower for a 7-frame 64x64 window here, equal for larger ones (the machine is
+    shared, numbers vary). Same parameters and results (the tests compare); GPU, autocast,
+    export and other dtypes take the normal path.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102

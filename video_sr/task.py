@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from shared.cli import RunConfig
@@ -99,6 +100,12 @@ class VSRDataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         cfg = self.cfg
         train, val = self.split()
+        for clip in train + val:
+            if len(clip) < cfg.num_frames:
+                rank_zero_warn(
+                    f"{clip.gt[0].parent}: {len(clip)} frames, fewer than the "
+                    f"{cfg.num_frames}-frame window: windows are filled by reflecting the clip"
+                )
         self.train_set = TrainClips(
             train, cfg.scale, cfg.num_frames, cfg.degradation, cfg.patch, self.seed
         )

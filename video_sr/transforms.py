@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from scipy import sparse
 from scipy.ndimage import convolve
 
 __all__ = [
@@ -57,8 +58,8 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def matlab_resize_matrix(in_length: int, out_length: int) -> np.ndarray:
-    """``(out_length, in_length)`` weights of MATLAB's bicubic ``imresize`` along one axis.
+def matlab_resize_matrix(in_length: int, out_length: int) -> sparse.csr_matrix:
+    """``(out_length, in_length)`` sparse weights of MATLAB's bicubic ``imresize`` along one axis.
 
     MATLAB's ``contributions``: output pixel ``x`` (1-based) sits at input
     ``u = x / f + 0.5 * (1 - 1 / f)`` for the factor ``f = out / in``; when shrinking the kernel
@@ -76,17 +77,22 @@ def matlab_resize_matrix(in_length: int, out_length: int) -> np.ndarray:
     zero_based = indices.astype(int) - 1
     folded = np.where(zero_based < 0, -zero_based - 1, zero_based)
     folded = np.where(folded >= in_length, 2 * in_length - folded - 1, folded)
-    matrix = np.zeros((out_length, in_length))
-    np.add.at(matrix, (np.repeat(np.arange(out_length), taps), folded.ravel()), weights.ravel())
-    return matrix
+    rows = np.repeat(np.arange(out_length), taps)
+    # COO sums duplicate entries: taps folded onto the same pixel add up, as in MATLAB.
+    return sparse.coo_matrix(
+        (weights.ravel(), (rows, folded.ravel())), shape=(out_length, in_length)
+    ).tocsr()
 
 
 def matlab_imresize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     """MATLAB ``imresize(frame, [height width], 'bicubic')`` of a uint8 ``(H, W, 3)`` frame."""
     rows = matlab_resize_matrix(frame.shape[0], height)
     cols = matlab_resize_matrix(frame.shape[1], width)
-    out = np.einsum("oh,hwc->owc", rows, frame.astype(np.float64))
-    out = np.einsum("pw,owc->opc", cols, out)
+    in_height, in_width, channels = frame.shape
+    # Sparse products: each output pixel has at most 4 * stretch taps (dense is 50x slower).
+    out = rows @ frame.astype(np.float64).reshape(in_height, in_width * channels)
+    out = out.reshape(height, in_width, channels).transpose(1, 0, 2).reshape(in_width, -1)
+    out = (cols @ out).reshape(width, height, channels).transpose(1, 0, 2)
     # MATLAB's uint8 conversion rounds halves away from zero (values here are >= 0).
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 

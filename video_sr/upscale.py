@@ -169,7 +169,7 @@ def upscale(
     model: VideoSRNet,
     source_path: Path,
     target: Path,
-    tile: int | None = 64,
+    tile: int | None = 128,
     overlap: float = 0.25,
     bf16: bool = False,
     overwrite: bool = False,

@@ -152,3 +152,23 @@ def test_evaluate_writes_json_csv_and_figures(tmp_path: Path) -> None:
 
         write_clip(tmp_path / "gt" / "d", frames)
         evaluate_folders(pred.parent, gt.parent, out)
+
+
+def test_bf16_upscale_stays_close_to_fp32(trained: Path, video: Path, tmp_path: Path) -> None:
+    model, _ = load_vsr_checkpoint(trained)
+    fp32 = upscale(model, video, tmp_path / "fp32", tile=None, progress=False)
+    bf16 = upscale(model, video, tmp_path / "bf16", tile=None, bf16=True, progress=False)
+    assert fp32.frames == bf16.frames == 8
+    for a, b in zip(open_source(tmp_path / "fp32"), open_source(tmp_path / "bf16"), strict=True):
+        assert psnr(a, b) > 35
+
+
+def test_export_gives_the_checkpoint_network(trained: Path, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "vsr.pt2"
+    assert hv_vsr(["export", "--checkpoint", str(trained), "-o", str(out)]) == 0
+    program = torch.export.load(out).module()
+    model, _ = load_vsr_checkpoint(trained)
+    x = torch.rand(1, 3, 3, 64, 64)  # the example input's shape: tile 64, 3 frames
+    torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)

@@ -70,3 +70,15 @@ def test_basicsr_layout_pairs_lq_with_gt(tmp_path: Path) -> None:
     write_clip(tmp_path / "lq" / "011", moving_frames(1, 4, 4))
     with pytest.raises(InputError, match="1 LR frames for 2 GT frames"):
         discover_clips(tmp_path)
+
+
+def test_clips_shorter_than_the_window_are_padded_and_said(tmp_path: Path) -> None:
+    from video_sr.task import VSRDataConfig, VSRDataModule
+
+    write_clip(tmp_path / "a", moving_frames(2, 16, 16))
+    write_clip(tmp_path / "b", moving_frames(6, 16, 16))
+    module = VSRDataModule(VSRDataConfig(root=str(tmp_path), num_frames=5, patch=4), 2, 0)
+    with pytest.warns(UserWarning, match="2 frames, fewer than the 5-frame window"):
+        module.setup()
+    lq, gt = module.train_set[1]
+    assert lq.shape == (3, 5, 4, 4) and gt.shape == (3, 16, 16)
