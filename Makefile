@@ -30,7 +30,7 @@ demo: $(STAMP)
 	@echo "Results: runs/bench/backbone.{md,json,png} and runs/demo/medical/runs/mni/ (summary.json, plots/), runs/demo/remote_sensing/ (runs/hybrid/, sentinel2_classmap.tif), runs/demo/video_sr/ (carphone_pristine_x4.mp4, eval_ours/)"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
