@@ -238,6 +238,14 @@ def check_input(
                 f"normalisation, training data {expected[0]:.2f} to {expected[1]:.2f} (wrong "
                 "modality or channel order?)"
             )
+    for c, expected in enumerate(plan.get("tissue_fraction") or []):
+        share = float(np.count_nonzero(image[c]) / image[c].numel())
+        if share < expected[0] / 2 or share > min(1.0, 2 * expected[1]):
+            warnings.append(
+                f"{name}: channel {c} ({modalities[c]}) is {share:.0%} tissue after "
+                f"normalisation, training scans {expected[0]:.0%} to {expected[1]:.0%} (a few "
+                "extreme voxels, or another modality?)"
+            )
     return warnings
 
 

@@ -72,7 +72,8 @@ __all__ = [
 MANIFEST_FORMAT = "hybridvision.medical.prepared/1"
 # Bump when the pipeline changes in a way that changes outputs: every case is then redone.
 # 2: crop before normalising; z-score statistics over the tissue mask (issue 8).
-PREPARE_VERSION = 2
+# 3: voxels outside the tissue mask are set to 0 after the z-score, as nnU-Net does.
+PREPARE_VERSION = 3
 # nnU-Net samples a fixed number of foreground voxels per case (with replacement, seed 1234) so
 # that every case weighs the same in the dataset statistics.
 FOREGROUND_SAMPLES_PER_CASE = 10_000
@@ -138,10 +139,14 @@ def zscore_statistics(channel: Any, mask: str) -> tuple[float, float]:
 
 
 class _ZScore:
-    """Per-image z-score with statistics over the plan's mask, applied to every voxel.
+    """Per-image z-score with statistics over the plan's mask.
 
-    Every voxel, background included, gets the same affine map, so a scan whose background is
-    0 and one whose background is 3 +- noise end up with the same values (within the noise).
+    With the tissue mask, voxels outside it are set to 0 (the tissue mean) afterwards, as
+    nnU-Net does with ``use_mask_for_norm``: a scan whose background is 0 and one whose
+    background is 3 +- noise then get identical inputs there. Left at the z-scored background
+    value instead (about -5 on the MNI demo), the background/tissue split dominated the
+    network's first group-norm statistics and the held-out Dice after 4 demo epochs fell from
+    0.63 to 0.42 (``python -m medical.demo --epochs 4``).
     """
 
     def __init__(self, mask: str) -> None:
@@ -149,7 +154,10 @@ class _ZScore:
 
     def __call__(self, channel: Any) -> Any:
         mean, std = zscore_statistics(channel, self.mask)
-        return NormalizeIntensity(subtrahend=mean, divisor=std)(channel)
+        normalized = NormalizeIntensity(subtrahend=mean, divisor=std)(channel)
+        if self.mask == "tissue":
+            normalized[~tissue_mask(channel)] = 0.0
+        return normalized
 
 
 class ModalityNormalized(MapTransform):
@@ -532,6 +540,9 @@ def _prepare_case(job: dict[str, Any]) -> dict[str, Any]:
     meta["intensity_range"] = [
         [float(v) for v in np.percentile(_strided(c), [0.5, 99.5])] for c in image
     ]
+    # Share of voxels left nonzero (tissue, with the tissue mask): a few extreme voxels in a new
+    # scan push the rest below the tissue level, which the intensity range alone cannot see.
+    meta["tissue_fraction"] = [float(np.count_nonzero(c) / c.size) for c in image]
     tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}.tmp-", dir=cases_dir))
     try:
         # Plain writes are fine here: the folder is invisible until the rename below.
@@ -551,6 +562,7 @@ def _prepare_case(job: dict[str, Any]) -> dict[str, Any]:
         "meta": f"{folder}/meta.json",
         "shape": list(image.shape),
         "intensity_range": meta["intensity_range"],
+        "tissue_fraction": meta["tissue_fraction"],
     }
 
 

@@ -116,6 +116,12 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         if ranges
         else None
     )
+    fractions = [e["tissue_fraction"] for e in manifest["cases"] if "tissue_fraction" in e]
+    tissue = (
+        [[min(f[c] for f in fractions), max(f[c] for f in fractions)] for c in range(channels)]
+        if fractions
+        else None
+    )
     return {
         "format": PLAN_FORMAT,
         "name": manifest.get("name"),
@@ -125,6 +131,7 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         "normalization": manifest["normalization"],
         "source_spacing_range": manifest.get("source_spacing_range"),
         "intensity_range": intensity,
+        "tissue_fraction": tissue,
         "model": {
             "spatial_dims": 3,
             "preset": cfg.model.preset,

@@ -13,6 +13,7 @@ probability map likewise, a distribution at every voxel.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -27,9 +28,7 @@ from medical.task import SegmentationTask
 SHAPE = (40, 36, 16)
 SPACING = (1.0, 1.0, 2.5)
 # First axis flipped (stored left to right), origin away from zero.
-AFFINE = np.array(
-    [[-1.0, 0, 0, 30.0], [0, 1.0, 0, -12.0], [0, 0, 2.5, -20.0], [0, 0, 0, 1.0]]
-)
+AFFINE = np.array([[-1.0, 0, 0, 30.0], [0, 1.0, 0, -12.0], [0, 0, 2.5, -20.0], [0, 0, 0, 1.0]])
 # The nonzero part, 20 x 18 x 7 voxels, far from every edge and nearer one side than the other
 # on each axis, so a crop undone at the wrong offset moves it by more than the tolerance below.
 BOX = (slice(6, 26), slice(14, 32), slice(6, 13))
@@ -49,13 +48,14 @@ def _scan() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _threshold_infer(self, image: torch.Tensor) -> torch.Tensor:
-    """Logits of the rule: below -1.5 -> background, below the mean -> 1, above -> 2.
+    """Logits of the rule: exactly 0 -> background, below it -> 1, above -> 2.
 
     The scan's tissue voxels are half 100 and half 300 (mean 200, std 100), so the per-image
-    z-score of the preparation maps them to about -1 and +1, and the zero background to -2.
+    z-score of the preparation maps them to about -1 and +1, and sets the background (outside
+    the tissue mask) to exactly 0.
     """
     x = image[:, :1]
-    return 10.0 * torch.cat([x < -1.5, (x >= -1.5) & (x < 0), x >= 0], dim=1).float()
+    return 10.0 * torch.cat([x.abs() < 0.5, x <= -0.5, x >= 0.5], dim=1).float()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,8 @@ def test_predict_input_checks(run: Path, tmp_path: Path, monkeypatch, capsys) ->
                    "--checkpoint", checkpoint]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "odd.nii.gz: spacing (3.0, 3.0, 7.5) mm is far from the training" in err
-    assert "odd.nii.gz: channel 0 (T1) spans" in err
+    # The sheet's extreme values push the rest of the scan below the tissue level.
+    assert re.search(r"odd\.nii\.gz: channel 0 \(T1\) is \d+% tissue after normalisation", err)
 
     nib.save(nib.Nifti1Image(image, AFFINE), str(tmp_path / "fine.nii.gz"))
     assert hv_med(["predict", str(tmp_path / "fine.nii.gz"), "-o", str(tmp_path / "p4"),

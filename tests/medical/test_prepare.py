@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medical.prepare import load_prepared, prepare_dataset, tissue_mask
+from medical.prepare import load_prepared, prepare_dataset
 from shared.engine.io import InputError
 
 SHAPE = (24, 20, 16)
@@ -116,12 +116,13 @@ def test_prepare_msd_outputs_geometry_and_mr_zscore(tmp_path: Path) -> None:
     after = _world_centroid(label[0] > 0, affine)
     np.testing.assert_allclose(after, before, atol=0.8)
     # Per-image z-score, statistics over the tissue (the box, not the zero background), per
-    # channel; the tissue mask is unchanged by normalising, so it can be found again here.
+    # channel; outside the tissue the input is set to exactly 0, as nnU-Net does.
     assert {n["mask"] for n in manifest["normalization"]} == {"tissue"}
     for channel in image:
-        tissue = channel[tissue_mask(channel)]
+        background = channel == 0
+        assert 0.05 < background.mean() < 0.95, "the zero background must stay exactly 0"
+        tissue = channel[~background]
         assert abs(tissue.mean()) < 0.05 and abs(tissue.std() - 1) < 0.05
-        assert channel.min() < -2  # the background moved with everything else
 
 
 def _make_ct(root: Path, cases: int = 3) -> Path:
