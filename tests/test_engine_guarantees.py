@@ -44,7 +44,12 @@ RUN = [
     "--trainer.checkpoint_every_n_steps", "2", "--trainer.log_every_n_steps", "1",
     "--regularization.drop_path_rate", "0.2", "--trainer.progress", "false",
 ]  # fmt: skip
-CRASH_AT_STEP = 7  # in epoch 1 at batch 3; the last checkpoint is step 6, mid-epoch (batch 2)
+# (crash step, last checkpoint, bit-exact): mid-epoch (epoch 1 batch 3, checkpoint after batch
+# 2), and at an epoch boundary (epoch 1 batch 1, checkpoint after epoch 0's last batch: the saved
+# loader position is exhausted and must not be restored into the next epoch, which would lose
+# the epoch). At the boundary the next epoch's shuffle is drawn afresh, so only the steps match,
+# not the losses: a known limit, stated in the README's resume section.
+CRASHES = [(7, 6, True), (5, 4, False)]
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -53,13 +58,18 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["train/loss_step"]) for r in rows}
 
 
-def test_crashed_and_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("crash_at", "checkpoint_step", "exact"), CRASHES, ids=["mid-epoch", "epoch-end"]
+)
+def test_crashed_and_resumed_run_equals_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch, crash_at: int, checkpoint_step: int, exact: bool
+) -> None:
     assert toy_main(["train", *RUN, "--run.runs_dir", str(tmp_path), "--run.name", "whole"]) == 0
 
     train_step = HybridTask.training_step
 
     def crash(self, batch, batch_idx):
-        if self.global_step == CRASH_AT_STEP:
+        if self.global_step == crash_at:
             raise RuntimeError("simulated crash")
         return train_step(self, batch, batch_idx)
 
@@ -69,19 +79,22 @@ def test_crashed_and_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, mon
     monkeypatch.setattr(HybridTask, "training_step", train_step)
     crashed = tmp_path / "crashed"
     resumed_from = load_checkpoint(crashed / "checkpoints" / "last.ckpt")["global_step"]
-    assert resumed_from == 6, "resume must start mid-epoch for this test to mean anything"
+    assert resumed_from == checkpoint_step, "the crash must come right after that checkpoint"
     assert toy_main(["train", "--resume", str(crashed)]) == 0
 
     whole, again = _losses(tmp_path / "whole"), _losses(crashed)
     assert sorted(whole) == list(range(8)), whole
     assert sorted(again) == sorted(whole), "the same steps, each logged once"
+    final_again = load_checkpoint(crashed / "checkpoints" / "last.ckpt")
+    assert final_again["global_step"] == 8, "a resume must not lose or repeat steps"
+    if not exact:
+        return
     for step, loss in whole.items():
         # Bit-for-bit on one machine; the tolerance only absorbs the CSV's decimal round trip.
         assert again[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), (step, loss, again[step])
 
     final = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
-    final_again = load_checkpoint(crashed / "checkpoints" / "last.ckpt")
-    assert final_again["global_step"] == final["global_step"] == 8
+    assert final["global_step"] == 8
     weights, weights_again = final["state_dict"], final_again["state_dict"]
     assert weights.keys() == weights_again.keys()
     different = [k for k in weights if not torch.equal(weights[k], weights_again[k])]

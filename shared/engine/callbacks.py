@@ -78,6 +78,11 @@ class LoaderPositionCallback(pl.Callback):
         loop = trainer.fit_loop
         if not getattr(loop, "_combined_loader_states_to_load", None):
             return  # nothing pending: a fresh run, or Lightning already restored the loader
+        if loop.epoch_loop._num_ready_batches_reached():
+            # Saved after the epoch's last batch: the position is "exhausted". Loading it would
+            # make the next epoch's loader yield nothing and lose a whole epoch of steps.
+            loop._combined_loader_states_to_load = []
+            return
         loop._load_combined_loader_states()
         if loop._data_fetcher is not None:
             iter(loop._data_fetcher)  # the iterator made before the restore is stale
