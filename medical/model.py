@@ -41,7 +41,6 @@ with ``torch.channels_last_3d`` model and input); eval forward 0.2-0.3 s.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -51,6 +50,7 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, get_
 from torch import nn
 
 from shared import PRESETS, BackboneConfig, HybridBackbone, SpatialSelfAttention, make_stages
+from shared.config import pure_cnn_config as shared_pure_cnn_config
 from shared.layers import count_parameters
 
 __all__ = [
@@ -132,26 +132,8 @@ def resolve_config(config: str | BackboneConfig) -> BackboneConfig:
 
 
 def pure_cnn_config(config: str | BackboneConfig, width_scale: float = 1.0) -> BackboneConfig:
-    """``config`` with every stage made a residual conv stage (kind ``C``).
-
-    Stages that had attention (kinds ``H``/``T``) are widened by ``width_scale`` (rounded to a
-    multiple of 8 channels, for the encoder's group norm); pure conv stages keep their width, so
-    the comparison changes only the stages that lost attention.
-    """
-    if width_scale <= 0:
-        raise ValueError(f"width_scale must be positive, got {width_scale}")
-    cfg = resolve_config(config)
-    stages = tuple(
-        dataclasses.replace(
-            stage,
-            kind="C",
-            channels=stage.channels
-            if stage.kind == "C"
-            else max(8, 8 * round(stage.channels * width_scale / 8)),
-        )
-        for stage in cfg.stages
-    )
-    return cfg.replace(stages=stages)
+    """:func:`shared.config.pure_cnn_config` of a medical or shared preset name, or a config."""
+    return shared_pure_cnn_config(resolve_config(config), width_scale)
 
 
 class _UpLevel(nn.Module):

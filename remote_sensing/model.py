@@ -10,14 +10,13 @@ Test-time augmentation (:func:`tta_logits`) averages the D4 group at two scales.
 
 from __future__ import annotations
 
-import dataclasses
-
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from shared import BackboneConfig, HybridBackbone, hybridize_resnet, preset_config
+from shared.config import pure_cnn_config as shared_pure_cnn_config
 from shared.layers import count_parameters
 
 __all__ = ["ARCHS", "MultiscaleClassifier", "build_model", "pure_cnn_config", "tta_logits", "zoom"]
@@ -62,19 +61,9 @@ class MultiscaleClassifier(nn.Module):
 
 
 def pure_cnn_config(config: str | BackboneConfig, width_scale: float) -> BackboneConfig:
-    """``config`` with attention stages made residual-conv stages widened by ``width_scale``."""
+    """:func:`shared.config.pure_cnn_config` of a preset name or a config."""
     cfg = preset_config(config) if isinstance(config, str) else config
-    stages = tuple(
-        dataclasses.replace(
-            stage,
-            kind="C",
-            channels=stage.channels
-            if stage.kind == "C"
-            else max(8, 8 * round(stage.channels * width_scale / 8)),
-        )
-        for stage in cfg.stages
-    )
-    return cfg.replace(stages=stages)
+    return shared_pure_cnn_config(cfg, width_scale)
 
 
 def _matched_cnn(in_channels: int, num_classes: int, preset: str, **kwargs) -> nn.Module:

@@ -22,6 +22,7 @@ __all__ = [
     "PRESETS",
     "make_stages",
     "preset_config",
+    "pure_cnn_config",
 ]
 
 BLOCK_KINDS = ("C", "H", "T")
@@ -209,3 +210,26 @@ def preset_config(name: str, **overrides: object) -> BackboneConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)
+
+
+def pure_cnn_config(config: BackboneConfig, width_scale: float = 1.0) -> BackboneConfig:
+    """``config`` with every stage a residual conv stage (kind ``C``): the attention-free control.
+
+    Stages that had attention (``H``/``T``) are widened by ``width_scale``, rounded to a multiple
+    of 8 channels (group norm with 8 groups must divide them); conv stages keep their width, so
+    the comparison changes only the stages that lost attention. Verticals search the scale that
+    matches their hybrid's parameter count.
+    """
+    if width_scale <= 0:
+        raise ValueError(f"width_scale must be positive, got {width_scale}")
+    stages = tuple(
+        dataclasses.replace(
+            stage,
+            kind="C",
+            channels=stage.channels
+            if stage.kind == "C"
+            else max(8, 8 * round(stage.channels * width_scale / 8)),
+        )
+        for stage in config.stages
+    )
+    return config.replace(stages=stages)
