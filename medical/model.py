@@ -54,6 +54,7 @@ from shared.config import pure_cnn_config as shared_pure_cnn_config
 from shared.layers import count_parameters
 
 __all__ = [
+    "ARCHS",
     "DECODER_NORM",
     "ENCODER_NORM",
     "MEDICAL_PRESETS",
@@ -439,6 +440,37 @@ def matched_pure_cnn(
     return HybridUNet(spatial_dims, in_channels, out_channels, config, pure_cnn=True, **kwargs)
 
 
+ARCHS = ("hybrid", "cnn", "unet", "segresnet", "swinunetr")
+"""Networks ``build_medical_model`` (and ``--model.arch``) can build: ours (``hybrid``), our
+attention-free control at matched parameters (``cnn``), and the MONAI baselines a user would
+compare against, at the sizes the benchmark uses (:func:`monai_baseline`)."""
+
+
+def monai_baseline(arch: str, spatial_dims: int, in_channels: int, num_classes: int) -> nn.Module:
+    """A MONAI baseline network: ``unet``, ``segresnet`` or ``swinunetr`` (feature size 24).
+
+    UNet: 5 levels, widths 16-256, 2 residual units (MONAI's tutorial network); SegResNet: 16
+    initial filters (MONAI's default); SwinUNETR: feature size 24, the smaller of the paper's.
+    """
+    from monai.networks.nets import SegResNet, SwinUNETR, UNet
+
+    if arch == "unet":
+        channels, strides = (16, 32, 64, 128, 256), (2, 2, 2, 2)
+        return UNet(spatial_dims, in_channels, num_classes, channels, strides, num_res_units=2)
+    if arch == "segresnet":
+        return SegResNet(
+            spatial_dims, init_filters=16, in_channels=in_channels, out_channels=num_classes
+        )
+    if arch == "swinunetr":
+        return SwinUNETR(
+            in_channels=in_channels,
+            out_channels=num_classes,
+            feature_size=24,
+            spatial_dims=spatial_dims,
+        )
+    raise ValueError(f"arch: {arch!r} is not a MONAI baseline; choose unet, segresnet, swinunetr")
+
+
 def build_medical_model(
     spatial_dims: int = 3,
     in_channels: int = 1,
@@ -446,12 +478,26 @@ def build_medical_model(
     preset: str | BackboneConfig = "med_cpu",
     deep_supervision: bool = False,
     drop_path_rate: float | None = None,
+    arch: str = "hybrid",
     **kwargs: object,
-) -> HybridUNet:
-    """A :class:`HybridUNet` from a preset; ``num_classes`` counts the background.
+) -> nn.Module:
+    """The network named by ``arch`` (:data:`ARCHS`); ``num_classes`` counts the background.
 
+    ``hybrid`` and ``cnn`` (``pure_cnn=True``) are :class:`HybridUNet` from ``preset``;
     ``drop_path_rate`` (stochastic depth of the encoder's deepest block) overrides the preset's.
+    The MONAI baselines (:func:`monai_baseline`) take neither a preset nor deep supervision.
     """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {arch!r}")
+    if arch not in ("hybrid", "cnn"):
+        if deep_supervision or kwargs.get("pure_cnn") or drop_path_rate:
+            raise ValueError(
+                f"arch {arch!r}: deep_supervision, pure_cnn and drop_path_rate apply to the "
+                "hybrid and cnn networks only"
+            )
+        return monai_baseline(arch, spatial_dims, in_channels, num_classes)
+    if arch == "cnn":
+        kwargs["pure_cnn"] = True
     config = resolve_config(preset)
     if drop_path_rate is not None:
         config = config.replace(drop_path_rate=drop_path_rate)

@@ -359,6 +359,7 @@ def load_predictor(checkpoint: Path, cfg: RunConfig) -> tuple[SegmentationTask, 
         plan["model"]["preset"],
         deep_supervision=plan["model"]["deep_supervision"],
         pure_cnn=plan["model"]["pure_cnn"],
+        arch=plan["model"].get("arch", "hybrid"),  # plans before --model.arch: ours
     )
     task = SegmentationTask(
         model,

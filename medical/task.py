@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.data import CacheDataset, DataLoader, list_data_collate
@@ -70,6 +70,10 @@ class MedicalDataConfig:
 class MedicalModelConfig:
     """The segmentation network."""
 
+    arch: Literal["hybrid", "cnn", "unet", "segresnet", "swinunetr"] = "hybrid"
+    """Network: hybrid (ours), cnn (our attention-free control at matched parameters), or a
+    MONAI baseline: unet, segresnet, swinunetr (feature size 24). preset and deep_supervision
+    apply to hybrid and cnn only."""
     preset: str = "med_cpu"
     """HybridUNet preset: med_cpu, med_12gb, med_24gb."""
     deep_supervision: bool = False
@@ -134,6 +138,7 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         "tissue_fraction": tissue,
         "model": {
             "spatial_dims": 3,
+            "arch": cfg.model.arch,
             "preset": cfg.model.preset,
             "deep_supervision": cfg.model.deep_supervision,
             "pure_cnn": cfg.model.pure_cnn,
@@ -312,6 +317,7 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
         deep_supervision=cfg.model.deep_supervision,
         pure_cnn=cfg.model.pure_cnn,
         drop_path_rate=cfg.regularization.drop_path_rate,
+        arch=cfg.model.arch,
     )
     task = SegmentationTask(
         model,
