@@ -9,6 +9,11 @@ through sliding-window inference with gaussian blending (the stitching buffer li
 optional flip test-time augmentation, then MONAI's ``Invertd`` undoes crop, resampling and
 orientation, so the label map is written with the input's original shape, spacing and affine.
 
+Scans go through Lightning's predict loop (the engine's inference trainer), so
+``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp`` shares a folder of scans
+among N x M processes: each rank segments a disjoint share and writes each output once,
+atomically.
+
 Memory: one class-probability buffer is the only full-size multi-channel array; softmax, flips
 and argmax work on slabs of it, and probabilities are inverted one class at a time and only when
 asked for (a 512x512x300 CT stays under 4 GiB resident, see docs/benchmarks/medical.md).
@@ -27,16 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import Invertd
 from rich.console import Console
-from rich.progress import Progress
+from torch.utils.data import DataLoader, Dataset
 
 from shared.cli import OneLineArgumentParser, TaskSpec, parse_task_command
 from shared.engine.io import InputError, file_stem, load_checkpoint, load_state_dict_strict
-from shared.engine.trainer import set_attention_precision
+from shared.engine.trainer import build_inference_trainer, set_attention_precision
 
 from .data import NIFTI_ENDINGS, ras_spacing_and_shape, read_dicom_series, save_nifti
 from .prepare import _strided, build_pipeline
@@ -44,6 +50,7 @@ from .task import PLAN_KEY, RunConfig, SegmentationTask, prediction_plan
 
 __all__ = [
     "ScanInput",
+    "VolumePredictor",
     "check_input",
     "collect_inputs",
     "load_predictor",
@@ -382,11 +389,79 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--tta", action="store_true", help="average over flips on 3 axes")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap")
     parser.add_argument(
-        "--device", default="auto", help="where windows run: auto (GPU if present), cpu, cuda:0"
+        "--device",
+        default="auto",
+        help="shorthand for one device: cpu or cuda:N (auto: the --trainer.accelerator/devices "
+        "settings, one GPU if present)",
     )
     parser.add_argument(
         "--probabilities", action="store_true", help="also save class probabilities (4D NIfTI)"
     )
+
+
+class _ScanDataset(Dataset):
+    """Scans by index: Lightning's predict loop gives each rank a disjoint share of them."""
+
+    def __init__(self, targets: list[tuple[ScanInput, Path]]):
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[ScanInput, Path]:
+        return self.targets[index]
+
+
+def _one_scan(batch: list[tuple[ScanInput, Path]]) -> tuple[ScanInput, Path]:
+    """Collate of batch size 1: scans differ in size and are read inside ``predict_step``."""
+    return batch[0]
+
+
+class VolumePredictor(pl.LightningModule):
+    """``hv-med predict`` on Lightning's predict loop: one scan per step, written at once.
+
+    The loop is the engine's (:func:`shared.engine.trainer.build_inference_trainer`): with
+    ``--trainer.devices N`` (and ``--trainer.num_nodes``) every process segments its own share
+    of the scans, each written exactly once, atomically (:func:`medical.data.save_nifti`). The
+    volume and the stitching buffer stay on the CPU; only the windows go to the rank's device.
+    """
+
+    def __init__(
+        self, task: SegmentationTask, plan: dict[str, Any], flips: bool, probabilities: bool,
+        precision: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.task = task
+        self.plan, self.flips, self.probabilities = plan, flips, probabilities
+        self.precision_name = precision
+
+    def predict_step(self, batch: tuple[ScanInput, Path], batch_idx: int) -> Path:
+        """Segment one scan, write its label map (and probabilities when asked); its path."""
+        scan, target = batch
+        label, probs, affine = segment(
+            self.task, self.plan, scan, self.flips, self.probabilities, self.precision_name
+        )
+        save_nifti(target, label, affine)
+        del label
+        if probs is not None:
+            # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
+            probs_file = target.with_name(f"{scan.name}_probs.nii.gz")
+            save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
+        return target
+
+
+def _device_flags(cfg: RunConfig, device: str) -> None:
+    """``--device cpu`` / ``cuda:N``: one device, as the trainer flags would say it."""
+    if device == "auto":
+        return
+    if device == "cpu":
+        cfg.trainer.accelerator, cfg.trainer.devices = "cpu", "1"
+    elif re.fullmatch(r"cuda(:\d+)?", device):
+        cfg.trainer.accelerator = "gpu"
+        cfg.trainer.devices = f"{device.partition(':')[2] or 0},"
+    else:
+        raise InputError(f"--device must be auto, cpu or cuda:N, got {device!r}")
+    cfg.trainer.num_nodes, cfg.trainer.strategy = 1, "auto"
 
 
 def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
@@ -394,6 +469,8 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
 
     Options and config flags (``--trainer.precision bf16-mixed``...) go through one parser, in any
     order. The run's ``config.yaml`` next to the checkpoint, when present, is the base.
+    ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp`` shares the scans among
+    N x M processes (Lightning's distributed predict), each scan written once.
     """
     # Which run is the base comes from --checkpoint, read before the full parse (as the chassis).
     peek = OneLineArgumentParser(add_help=False, allow_abbrev=False)
@@ -403,6 +480,7 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
     # Prediction reads the plan from the checkpoint: the training data need not exist here.
     no_data_checks = dataclasses.replace(spec, validate=None)
     args, cfg = parse_task_command(no_data_checks, "predict", __doc__ or "", argv, _arguments, base)
+    _device_flags(cfg, args.device)
     out, checkpoint = Path(args.out), Path(args.checkpoint)
     sources = collect_inputs([Path(p) for p in args.inputs])
     targets = [(scan, out / f"{scan.name}.nii.gz") for scan in sources]
@@ -413,23 +491,11 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
     task, plan = load_predictor(checkpoint, cfg)
     if args.overlap is not None:
         task.sw_overlap = args.overlap
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    # Windows run on `device`; whole volumes and the stitching buffer stay on the CPU.
-    task.to("cpu" if device == "auto" else device).eval()
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
-        job = progress.add_task("segmenting", total=len(sources))
-        for scan, target in targets:
-            label, probs, affine = segment(
-                task, plan, scan, args.tta, args.probabilities, cfg.trainer.precision
-            )
-            save_nifti(target, label, affine)
-            del label
-            if probs is not None:
-                # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
-                probs_file = target.with_name(f"{scan.name}_probs.nii.gz")
-                save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
-            progress.advance(job)
-    labels = json.dumps(plan["labels"])
-    Console().print(f"hv-med predict: {len(sources)} input(s) -> {out}/ (labels {labels})")
+    predictor = VolumePredictor(task, plan, args.tta, args.probabilities, cfg.trainer.precision)
+    loader = DataLoader(_ScanDataset(targets), batch_size=1, collate_fn=_one_scan)
+    trainer = build_inference_trainer(cfg.trainer)
+    trainer.predict(predictor, dataloaders=loader, return_predictions=False)
+    if trainer.is_global_zero:
+        labels = json.dumps(plan["labels"])
+        Console().print(f"hv-med predict: {len(sources)} input(s) -> {out}/ (labels {labels})")
     return 0
