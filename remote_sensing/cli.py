@@ -162,6 +162,45 @@ def evaluate_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def export_main(argv: Sequence[str]) -> int:
+    """``hv-rs export --checkpoint CKPT -o MODEL.pt2``: the network as a torch.export program.
+
+    Needs only the checkpoint (no dataset, no run folder): it carries the architecture, bands
+    and chip size. The program takes normalised ``(N, bands, chip, chip)`` chips, any N; the
+    preprocessing (band order, scale, per-band mean/std, class names) is saved inside the .pt2
+    as ``hv_rs.json`` (``torch.export.load(path, extra_files={"hv_rs.json": ""})``).
+    """
+    import json
+
+    from shared.engine import atomic_write
+
+    from .predict import load_predictor
+
+    parser = OneLineArgumentParser(prog="hv-rs export", description=export_main.__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output .pt2 file")
+    args = parser.parse_args(list(argv))
+    if args.out.resolve() == args.checkpoint.resolve():
+        raise InputError(f"{args.out}: the output would overwrite the checkpoint")
+    predictor = load_predictor(args.checkpoint)
+    pre = predictor.pre
+    # Batch of 2 with a dynamic batch axis: an example of 1 would fix the batch size at 1.
+    example = torch.randn(2, len(pre.bands), pre.chip_size, pre.chip_size)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(predictor.model, (example,), dynamic_shapes=({0: batch},))
+    extra = {"hv_rs.json": json.dumps(pre.to_dict())}
+
+    def save(tmp: Path) -> None:
+        # Through a file object: given a path, torch warns that the temporary name lacks .pt2.
+        with open(tmp, "wb") as handle:
+            torch.export.save(program, handle, extra_files=extra)
+
+    atomic_write(args.out, save)
+    Console().print(f"hv-rs export: torch.export program for {len(pre.bands)}-band "
+                    f"{pre.chip_size} px chips ({', '.join(pre.bands)}) -> {args.out}")  # fmt: skip
+    return 0
+
+
 def _example_input(cfg) -> torch.Tensor:
     from .task import plan_dataset
 
@@ -194,6 +233,8 @@ SPEC = TaskSpec(
                     "CKPT", predict_main),
         "tile": ("cut a scene into georeferenced chips: SCENE -o CHIPS --size 64", tile_main),
         "stats": ("per-band mean/std of a dataset, stored as DATASET/stats.json", stats_main),
+        "export": ("torch.export program from a checkpoint alone: --checkpoint CKPT -o M.pt2",
+                   export_main),
     },
 )  # fmt: skip
 

@@ -5,8 +5,11 @@ prediction needs only it and the run's ``config.yaml`` beside it. A scene is rea
 chip-sized windows at a time and the class map written row by row: memory is bounded by one
 row whatever the scene size. The class map has one pixel per window, the scene's CRS, the
 scene's transform scaled by the chip size, a colour table and the class names in its tags;
-windows that are mostly nodata get the nodata value 255. The right and bottom remainders smaller
-than a chip are left out (a scene smaller than one chip is one window, resampled).
+windows that are mostly nodata get the nodata value 255. A scene whose size is not a multiple of
+the chip size gets one more row and column of class-map pixels: their windows are aligned to the
+scene's bottom and right edges (overlapping their neighbours) so every scene pixel gets a class;
+the class map then reaches up to a chip beyond those edges, as a window grid must. A scene
+smaller than one chip is one window, resampled.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from shared.engine.io import load_state_dict_strict
 
 from .data import IMAGE_ENDINGS, Preprocessing, open_raster, read_pixels
 from .model import build_model, tta_logits
-from .task import CHECKPOINT_KEY, RSModelConfig
+from .task import CHECKPOINT_KEY, MODEL_KEY, RSModelConfig
 from .transforms import eval_transform
 
 __all__ = ["NODATA", "Predictor", "load_predictor", "predict_chips", "predict_scene"]
@@ -67,7 +70,11 @@ class Predictor:
 
 
 def load_predictor(checkpoint: Path, tta: bool = False) -> Predictor:
-    """Model and preprocessing from a checkpoint (+ the run's config.yaml for the architecture)."""
+    """Model and preprocessing from a checkpoint alone.
+
+    The architecture comes from the checkpoint's model entry; checkpoints written before it
+    existed fall back to the run's ``config.yaml`` beside them.
+    """
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
     if CHECKPOINT_KEY not in state or "state_dict" not in state:
@@ -75,7 +82,9 @@ def load_predictor(checkpoint: Path, tta: bool = False) -> Predictor:
     pre = Preprocessing.from_dict(state[CHECKPOINT_KEY])
     config_file = checkpoint.parent.parent / "config.yaml"
     model_cfg = RSModelConfig()
-    if config_file.is_file():
+    if MODEL_KEY in state:
+        model_cfg = RSModelConfig(**state[MODEL_KEY])
+    elif config_file.is_file():
         section = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
         model_cfg = RSModelConfig(**section)
     model = build_model(model_cfg.arch, len(pre.bands), len(pre.class_names), pre.chip_size,
@@ -108,7 +117,10 @@ def predict_scene(predictor: Predictor, scene: Path, out: Path, probabilities: b
             warnings.warn(f"{scene}: no CRS; the class map is written without one", stacklevel=2)
         size = pre.chip_size
         win_h, win_w = min(size, src.height), min(size, src.width)
-        rows, cols = src.height // win_h, src.width // win_w
+        rows, cols = -(-src.height // win_h), -(-src.width // win_w)  # ceiling division
+        # The last row and column read windows flush with the scene edge: full-size, real
+        # pixels (no padding that the model never saw in training).
+        lefts = [min(col * win_w, src.width - win_w) for col in range(cols)]
         profile = {
             "driver": "GTiff", "height": rows, "width": cols, "count": 1, "dtype": "uint8",
             "nodata": NODATA, "crs": src.crs, "compress": "deflate",
@@ -122,10 +134,11 @@ def predict_scene(predictor: Predictor, scene: Path, out: Path, probabilities: b
             with rasterio.open(tmp, "w", **profile) as dst:
                 probs_dst = rasterio.open(prob_tmp, "w", **prob_profile) if prob_tmp else None
                 for row in track(range(rows), description=f"predicting {scene.name}"):
-                    strip = Window(0, row * win_h, cols * win_w, win_h)
+                    top = min(row * win_h, src.height - win_h)
+                    strip = Window(0, top, src.width, win_h)
                     pixels, valid = read_pixels(src, pre, scene, window=strip)
-                    chips = pixels.reshape(len(pixels), win_h, cols, win_w).transpose(2, 0, 1, 3)
-                    valid_share = valid.reshape(win_h, cols, win_w).mean(axis=(0, 2))
+                    chips = np.stack([pixels[:, :, x : x + win_w] for x in lefts])
+                    valid_share = np.array([valid[:, x : x + win_w].mean() for x in lefts])
                     probs = np.concatenate([
                         predictor.probabilities(chips[i : i + batch_size])
                         for i in range(0, cols, batch_size)

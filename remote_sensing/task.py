@@ -10,13 +10,15 @@ builds the model. The task writes that preprocessing into every checkpoint (``hv
 
 from __future__ import annotations
 
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics import MetricCollection
@@ -43,6 +45,7 @@ from .transforms import eval_transform, train_transform
 __all__ = [
     "BALANCE",
     "CHECKPOINT_KEY",
+    "MODEL_KEY",
     "DatasetPlan",
     "RSDataConfig",
     "RSDataModule",
@@ -54,6 +57,8 @@ __all__ = [
 
 CHECKPOINT_KEY = "hv_rs"
 """Checkpoint entry holding :meth:`Preprocessing.to_dict`."""
+MODEL_KEY = "hv_rs_model"
+"""Checkpoint entry holding the :class:`RSModelConfig` (so export and predict need no config)."""
 BALANCE = ("none", "loss", "sampler")
 
 
@@ -173,7 +178,8 @@ class RSDataModule(TaskDataModule):
 class SceneTask(HybridTask):
     """Cross-entropy classification; validation logs macro-F1 (headline) and accuracy."""
 
-    def __init__(self, model: nn.Module, pre: Preprocessing, loss: nn.Module, **kwargs: Any):
+    def __init__(self, model: nn.Module, pre: Preprocessing, loss: nn.Module,
+                 model_config: RSModelConfig | None = None, **kwargs: Any):  # fmt: skip
         num_classes = len(pre.class_names)
         metrics = MetricCollection({
             "macro_f1": MulticlassF1Score(num_classes, average="macro"),
@@ -181,6 +187,7 @@ class SceneTask(HybridTask):
         })  # fmt: skip
         super().__init__(model, loss, metrics, num_classes=num_classes, **kwargs)
         self.pre = pre
+        self.model_config = model_config
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Cross-entropy (or the engine's MixUp/CutMix loss) on one batch of chips."""
@@ -197,6 +204,8 @@ class SceneTask(HybridTask):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the preprocessing beside the weights (plain types: weights_only loading)."""
         checkpoint[CHECKPOINT_KEY] = self.pre.to_dict()
+        if self.model_config is not None:
+            checkpoint[MODEL_KEY] = asdict(self.model_config)
 
 
 def make_loss(cfg: RunConfig, plan: DatasetPlan) -> nn.Module:
@@ -213,13 +222,16 @@ def build_task(cfg: RunConfig) -> tuple[SceneTask, RSDataModule]:
     # from them, and guesses right (the first tensor's length).
     warnings.filterwarnings("ignore", message=".*Trying to infer the `batch_size`.*")
     plan = plan_dataset(cfg.data, cfg.trainer.seed)
-    for note in plan.notes:
-        warnings.warn(note, stacklevel=1)
+    # Printed, not warnings.warn: Python shows a given warning once per process and Lightning's
+    # log settings may hide it; the user of train/evaluate must see mixed CRS and split notes.
+    if rank_zero_only.rank == 0:
+        for note in plan.notes:
+            print(f"hv-rs: warning: {note}", file=sys.stderr)
     pre = plan.pre
     model = build_model(cfg.model.arch, len(pre.bands), len(pre.class_names), pre.chip_size,
                         cfg.model.preset, cfg.model.multiscale_head,
                         cfg.regularization.drop_path_rate)  # fmt: skip
-    task = SceneTask(model, pre, make_loss(cfg, plan), optim=cfg.optim,
+    task = SceneTask(model, pre, make_loss(cfg, plan), cfg.model, optim=cfg.optim,
                      regularization=cfg.regularization)  # fmt: skip
     data = RSDataModule(cfg.data, plan, cfg.trainer.batch_size, cfg.trainer.seed,
                         cfg.trainer.num_workers)  # fmt: skip

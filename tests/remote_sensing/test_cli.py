@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,8 @@ from remote_sensing.cli import main
 from remote_sensing.task import CHECKPOINT_KEY
 
 
-def _train(root: Path, runs: Path, name: str) -> Path:
-    code = main(["train", "--data.root", str(root), "--data.chip_size", "32",
+def _train(root: Path, runs: Path, name: str, *flags: str) -> Path:
+    code = main(["train", "--data.root", str(root), "--data.chip_size", "32", *flags,
                  "--trainer.max_steps", "2", "--trainer.batch_size", "4",
                  "--trainer.limit_val_batches", "1", "--trainer.progress", "false",
                  "--trainer.accelerator", "cpu",
@@ -24,24 +26,45 @@ def _train(root: Path, runs: Path, name: str) -> Path:
 
 
 @pytest.mark.parametrize("bands", [4, 13])
-def test_train_predict_end_to_end(tmp_path: Path, rasters, bands: int) -> None:
+def test_train_predict_end_to_end(tmp_path: Path, rasters, bands: int, capsys) -> None:
     root = rasters.make_eurosat(tmp_path / f"eurosat{bands}", bands)
-    checkpoint = _train(root, tmp_path / "runs", "r")
+    if bands == 4:  # one chip in another CRS: train must tell the user, naming both
+        rasters.write_tif(root / "Forest" / "Forest_9.tif", np.ones((4, 32, 32), np.uint16),
+                          crs="EPSG:4326", origin=(10.0, 50.0), res=0.001)  # fmt: skip
+    # Not the default head: predict and export must take the architecture from the checkpoint.
+    flags = ["--model.multiscale_head", "false"] if bands == 13 else []
+    checkpoint = _train(root, tmp_path / "runs", "r", *flags)
+    if bands == 4:
+        err = capsys.readouterr().err
+        assert "warning" in err and "several CRS" in err
+        assert "EPSG:32633" in err and "EPSG:4326" in err
     meta = torch.load(checkpoint, weights_only=True)[CHECKPOINT_KEY]
     assert meta["bands"] == [f"B{i:02d}" for i in range(1, bands + 1)]
     assert meta["class_names"] == ["Forest", "River", "SeaLake"] and meta["chip_size"] == 32
     assert len(meta["mean"]) == bands and meta["source_band_count"] == bands
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--split", "val",
+                 "--views", "plain", "rotate"]) == 0  # fmt: skip
+    assert (checkpoint.parent.parent / "val_confusion.csv").is_file()
+    # The checkpoint alone, away from its run folder and with the dataset gone, must predict
+    # and export: it carries the architecture and the preprocessing.
+    alone = tmp_path / "elsewhere" / "model.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(checkpoint, alone)
+    shutil.rmtree(root)
+    shutil.rmtree(tmp_path / "runs")
     scene = rasters.write_tif(tmp_path / "scene.tif",
                               np.full((bands, 64, 96), 900, np.uint16))  # fmt: skip
-    # Predict from another folder: the checkpoint carries what preprocessing needs.
     assert main(["predict", str(scene), "-o", str(tmp_path / "map.tif"),
-                 "--checkpoint", str(checkpoint)]) == 0  # fmt: skip
+                 "--checkpoint", str(alone)]) == 0  # fmt: skip
     with rasterio.open(tmp_path / "map.tif") as out, rasterio.open(scene) as src:
         assert out.crs == src.crs and out.shape == (2, 3)
-    if bands == 4:
-        assert main(["evaluate", "--checkpoint", str(checkpoint), "--split", "val",
-                     "--views", "plain", "rotate"]) == 0  # fmt: skip
-        assert (checkpoint.parent.parent / "val_confusion.csv").is_file()
+    program_file = tmp_path / "model.pt2"
+    assert main(["export", "--checkpoint", str(alone), "-o", str(program_file)]) == 0
+    extra = {"hv_rs.json": ""}
+    program = torch.export.load(program_file, extra_files=extra)
+    chips = torch.randn(2, bands, 32, 32)
+    assert program.module()(chips).shape == (2, 3)
+    assert json.loads(extra["hv_rs.json"])["bands"] == meta["bands"]
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, rasters, capsys) -> None:

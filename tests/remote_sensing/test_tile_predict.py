@@ -57,15 +57,33 @@ def test_predict_scene_writes_a_georeferenced_class_map(tmp_path: Path, rasters)
     scene = _scene(rasters, tmp_path / "scene.tif", nodata_rows=32)
     info = predict_scene(_predictor(), scene, tmp_path / "map.tif", probabilities=True)
     with rasterio.open(scene) as src, rasterio.open(tmp_path / "map.tif") as out:
-        assert out.crs == src.crs and out.shape == (2, 3) == (info["rows"], info["cols"])
+        # 70 x 100 pixels in 32 px windows: the edge strips (6 rows, 4 columns) get a row and
+        # a column of windows of their own, aligned to the scene edge.
+        assert out.crs == src.crs and out.shape == (3, 4) == (info["rows"], info["cols"])
         assert out.transform.a == src.transform.a * 32 and out.transform.c == src.transform.c
         labels = out.read(1)
-        assert (labels[0] == NODATA).all() and (labels[1] < 3).all()
+        assert (labels[0] == NODATA).all() and (labels[1:] < 3).all()
         assert json.loads(out.tags()["classes"]) == ["a", "b", "c"]
         assert len(out.colormap(1)) >= 3
     with rasterio.open(tmp_path / "map_probabilities.tif") as probs:
         assert probs.count == 3
         np.testing.assert_allclose(probs.read()[:, 1].sum(0), 1.0, atol=1e-5)
+
+
+def test_every_pixel_of_an_odd_sized_scene_gets_a_class(tmp_path: Path, rasters) -> None:
+    data = np.random.default_rng(2).integers(500, 3000, (4, 75, 101)).astype(np.uint16)
+    scene = rasters.write_tif(tmp_path / "odd.tif", data)
+    predict_scene(_predictor(), scene, tmp_path / "odd_map.tif")
+    with rasterio.open(scene) as src, rasterio.open(tmp_path / "odd_map.tif") as out:
+        labels = out.read(1)
+        rows, cols = np.mgrid[0 : src.height, 0 : src.width]
+        # Scene pixel centres -> map coordinates -> class-map pixel holding each one.
+        xs, ys = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
+        map_rows, map_cols = rasterio.transform.rowcol(out.transform, xs, ys)
+        classes = labels[np.asarray(map_rows), np.asarray(map_cols)]
+        assert out.shape == (3, 4) and (classes < 3).all()
+        # The edge windows read real pixels: the last column's windows end at the scene edge.
+        assert out.bounds.right >= src.bounds.right and out.bounds.bottom <= src.bounds.bottom
 
 
 def test_predict_scene_without_crs_and_odd_size(tmp_path: Path, rasters) -> None:
