@@ -242,9 +242,17 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _spawn(job: dict[str, Any]) -> dict[str, Any]:
-    """Run :func:`run_child` in a fresh one-thread process; its log is ``run_dir/bench.log``."""
+def _spawn(job: dict[str, Any], reuse: bool = False) -> dict[str, Any]:
+    """Run :func:`run_child` in a fresh one-thread process; its log is ``run_dir/bench.log``.
+
+    ``reuse``: return the result of a finished run of the identical job instead (to finish an
+    interrupted benchmark without redoing its completed runs).
+    """
     run_dir = Path(job["run_dir"])
+    done, job_file = run_dir / "result.json", run_dir / "job.json"
+    if reuse and done.is_file() and job_file.is_file():
+        if json.loads(job_file.read_text()) == json.loads(json.dumps(job)):
+            return json.loads(done.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     job_file = atomic_write_json(run_dir / "job.json", job)
@@ -308,6 +316,7 @@ def run_bench(
     work: Path,
     quick: bool,
     console: Console | None = None,
+    reuse: bool = False,
 ) -> tuple[list[BenchResult], dict[str, Any]]:
     """Prepare the data once, run every (row, seed) in its own process; results and run facts."""
     from .prepare import prepare_dataset
@@ -331,7 +340,7 @@ def run_bench(
                 "run_dir": str(work / "runs" / f"{row.arch}-{row.precision}-seed{seed}"),
             }  # fmt: skip
             started = time.perf_counter()
-            runs.append({**_spawn(job), "seed": seed})
+            runs.append({**_spawn(job, reuse), "seed": seed})
             if console is not None:
                 console.print(f"{name} seed {seed}: Dice {runs[-1]['dice']}, "
                               f"{time.perf_counter() - started:.0f} s")  # fmt: skip
@@ -540,6 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny phantoms, 2 steps (tests)")
     parser.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench/medical"))
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep finished runs of identical jobs in --work-dir"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -552,10 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     results, facts = run_bench(
         args.dataset, budget, args.models, args.seeds, args.slow_seeds, args.work_dir,
-        args.quick, console,
+        args.quick, console, args.reuse,
     )  # fmt: skip
-    write_report(build_report(results, facts, command_line("hv-med bench", argv)), args.out_dir,
-                 console)  # fmt: skip
+    # --reuse changes no number (identical jobs only): the command shown is the one to rerun.
+    command = command_line("hv-med bench", [a for a in argv if a != "--reuse"])
+    write_report(build_report(results, facts, command), args.out_dir, console)
     return 0
 
 

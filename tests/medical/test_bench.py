@@ -25,7 +25,8 @@ def test_quick_bench_trains_predicts_and_scores_through_the_cli_path(tmp_path: P
     assert [r["name"] for r in report["results"]] == ["hybrid", "MONAI UNet"]
     for result in report["results"]:
         metrics = result["metrics"]
-        assert 0.0 <= metrics["dice_mean"] <= 1.0 and math.isnan(metrics["dice_std"]) is False
+        # One seed: a mean and no standard deviation (never a made-up 0).
+        assert 0.0 <= metrics["dice_mean"] <= 1.0 and math.isnan(metrics["dice_std"])
         assert result["params"] > 0 and metrics["train_voxels_per_s_mean"] > 0
         assert metrics["window_seconds_per_volume_mean"] > 0
         assert metrics["predict_seconds_per_volume_mean"] > 0
