@@ -96,6 +96,8 @@ def _validate(cfg: RunConfig) -> None:
         raise InputError("give --data.dataset RAW_DATASET or --data.prepared PREPARED_FOLDER")
     if data.prepared and not data.dataset and not Path(data.prepared).is_dir():
         raise InputError(f"--data.prepared {data.prepared}: folder not found")
+    if cfg.model.spatial_dims not in (2, 3):
+        raise InputError(f"--model.spatial_dims must be 2 or 3, got {cfg.model.spatial_dims}")
     if any(size % 32 for size in data.patch_size):
         raise InputError(f"--data.patch_size must be multiples of 32, got {data.patch_size}")
     # The engine's MixUp/CutMix (timm) mixes class labels, not voxel-wise label maps.
@@ -127,13 +129,15 @@ SPEC = TaskSpec(
 
 
 def _example_input(cfg: RunConfig):
-    """One patch-sized input with the prepared dataset's channel count (for export)."""
+    """One patch-sized input with the prepared dataset's channel count (for export); a 2D patch
+    for 2D networks."""
     import torch
 
-    from .task import MedicalDataModule
+    from .task import MedicalDataModule, network_patch
 
-    channels = len(MedicalDataModule(cfg.data, 1, 0).manifest()["modalities"])
-    return torch.randn(1, channels, *cfg.data.patch_size)
+    manifest = MedicalDataModule(cfg.data, 1, 0).manifest()
+    patch, _ = network_patch(cfg, manifest)
+    return torch.randn(1, len(manifest["modalities"]), *patch)
 
 
 def _bench(argv: Sequence[str]) -> int:

@@ -375,6 +375,7 @@ def load_predictor(checkpoint: Path, cfg: RunConfig) -> tuple[SegmentationTask, 
         plan["sw_batch_size"],
         plan["sw_overlap"],
         optim=cfg.optim,
+        slice_axis=plan.get("slice_axis"),  # set for 2D networks: slice-by-slice inference
     )
     load_state_dict_strict(task, state["state_dict"], checkpoint)
     if cfg.trainer.precision != "32-true":  # as in training: attention stays fp32 if asked

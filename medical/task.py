@@ -7,18 +7,23 @@ inference (gaussian blending) on whole prepared volumes and reports Dice per cla
 foreground mean (``val/dice``, the headline metric that picks the best checkpoint) by
 ``hv-med evaluate``'s rule. Every checkpoint carries the prediction plan (preprocessing, labels,
 network settings) under ``"hybridvision_plan"``, so ``hv-med predict`` needs nothing else.
+
+``--model.spatial_dims 2`` is nnU-Net's 2d configuration: a 2D network trained on slices across
+the through-plane (coarsest) axis of the prepared volumes, validated and predicting slice by
+slice with MONAI's ``SliceInferer``; the plan records ``spatial_dims`` and ``slice_axis``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from monai.data import CacheDataset, DataLoader, list_data_collate
-from monai.inferers import sliding_window_inference
+from monai.inferers import SliceInferer, sliding_window_inference
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from monai.metrics import Cumulative, compute_dice
 from monai.networks.utils import one_hot
@@ -33,8 +38,10 @@ __all__ = [
     "MedicalModelConfig",
     "MedicalDataModule",
     "PLAN_KEY",
+    "network_patch",
     "SegmentationTask",
     "prediction_plan",
+    "slice_axis",
     "split_cases",
 ]
 
@@ -79,6 +86,10 @@ class MedicalModelConfig:
     deep_supervision: bool = False
     pure_cnn: bool = False
     """Attention removed, widened to matched parameters (benchmark baseline)."""
+    spatial_dims: int = 3
+    """3: a 3D network on patches; 2: nnU-Net's 2d configuration (strongly anisotropic data): a
+    2D network trained on slices across the plan's through-plane axis, predicting volumes slice
+    by slice; the patch is data.patch_size without its entry along that axis."""
 
 
 def prepared_dir(cfg: MedicalDataConfig) -> Path:
@@ -88,6 +99,22 @@ def prepared_dir(cfg: MedicalDataConfig) -> Path:
     if not cfg.dataset:
         raise InputError("give --data.dataset RAW_DATASET or --data.prepared PREPARED_FOLDER")
     return Path("prepared") / Path(cfg.dataset).resolve().name
+
+
+def slice_axis(target_spacing: Sequence[float]) -> int:
+    """The through-plane axis that 2D networks slice across: the coarsest spacing (nnU-Net's
+    lowest-resolution axis); on ties the last such axis (axial slices in RAS order)."""
+    coarsest = max(target_spacing)
+    return max(axis for axis, spacing in enumerate(target_spacing) if spacing == coarsest)
+
+
+def network_patch(cfg: RunConfig, manifest: dict[str, Any]) -> tuple[tuple[int, ...], int | None]:
+    """The network's patch (sliding-window ROI) and, for 2D networks, the slice axis."""
+    patch = tuple(cfg.data.patch_size)
+    if cfg.model.spatial_dims == 3:
+        return patch, None
+    axis = slice_axis(manifest["target_spacing"])
+    return patch[:axis] + patch[axis + 1 :], axis
 
 
 def split_cases(cases: list[dict], manifest: dict, val_fraction: float) -> tuple[list, list]:
@@ -120,6 +147,7 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         if ranges
         else None
     )
+    patch, axis = network_patch(cfg, manifest)
     fractions = [e["tissue_fraction"] for e in manifest["cases"] if "tissue_fraction" in e]
     tissue = (
         [[min(f[c] for f in fractions), max(f[c] for f in fractions)] for c in range(channels)]
@@ -137,13 +165,14 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         "intensity_range": intensity,
         "tissue_fraction": tissue,
         "model": {
-            "spatial_dims": 3,
+            "spatial_dims": cfg.model.spatial_dims,
             "arch": cfg.model.arch,
             "preset": cfg.model.preset,
             "deep_supervision": cfg.model.deep_supervision,
             "pure_cnn": cfg.model.pure_cnn,
         },
-        "patch_size": list(cfg.data.patch_size),
+        "patch_size": list(patch),
+        "slice_axis": axis,
         "sw_batch_size": cfg.data.sw_batch_size,
         "sw_overlap": cfg.data.sw_overlap,
     }
@@ -152,10 +181,19 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
 class MedicalDataModule(TaskDataModule):
     """Prepared cases -> cached MONAI datasets -> patch loaders."""
 
-    def __init__(self, cfg: MedicalDataConfig, batch_size: int, seed: int, num_workers: int = 0):
+    def __init__(
+        self,
+        cfg: MedicalDataConfig,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        slice_axis: int | None = None,
+    ) -> None:
         super().__init__(batch_size, seed, num_workers)
         self.cfg = cfg
         self.folder = prepared_dir(cfg)
+        # 2D networks: training patches are slices across this axis of the prepared volumes.
+        self.slice_axis = slice_axis
 
     def prepare_data(self) -> None:
         """Run (or reuse) the clinical preprocessing once, on rank 0."""
@@ -192,7 +230,10 @@ class MedicalDataModule(TaskDataModule):
             for c in load_prepared(self.folder)
         ]
         train, val = split_cases(cases, self.manifest(), self.cfg.val_fraction)
-        train_tf = train_transforms(self.cfg.patch_size, self.cfg.samples_per_case)
+        patch = tuple(self.cfg.patch_size)
+        if self.slice_axis is not None:
+            patch = patch[: self.slice_axis] + patch[self.slice_axis + 1 :]
+        train_tf = train_transforms(patch, self.cfg.samples_per_case, self.slice_axis)
         train_tf.set_random_state(seed=self.seed)
         self.train_set = CacheDataset(train, train_tf, progress=False)
         self.val_set = CacheDataset(val, val_transforms(), progress=False)
@@ -230,6 +271,7 @@ class SegmentationTask(HybridTask):
         sw_overlap: float,
         label_smoothing: float = 0.0,
         plan: dict[str, Any] | None = None,
+        slice_axis: int | None = None,
         **kwargs: Any,
     ) -> None:
         loss = DiceCELoss(to_onehot_y=True, softmax=True, label_smoothing=label_smoothing)
@@ -238,6 +280,8 @@ class SegmentationTask(HybridTask):
         self.class_names = class_names
         self.patch_size, self.sw_batch_size, self.sw_overlap = patch_size, sw_batch_size, sw_overlap
         self.plan = plan
+        # A 2D network (patch_size has two entries) infers volumes slice by slice across this axis.
+        self.slice_axis = slice_axis
         # Per-case, per-class Dice rows; MONAI's Cumulative all-gathers them across DDP ranks.
         self.dice = Cumulative()
 
@@ -260,8 +304,21 @@ class SegmentationTask(HybridTask):
         """Sliding-window logits for whole volumes (gaussian blending).
 
         Windows run on the model's device; the full-size stitching buffer stays on the input's
-        device (keep inputs on the CPU so a 512x512x300 CT fits next to a GPU model).
+        device (keep inputs on the CPU so a 512x512x300 CT fits next to a GPU model). A 2D network
+        runs MONAI's ``SliceInferer``: the same sliding window on every slice across
+        ``slice_axis``.
         """
+        if self.slice_axis is not None:
+            inferer = SliceInferer(
+                spatial_dim=self.slice_axis,
+                roi_size=self.patch_size,
+                sw_batch_size=self.sw_batch_size,
+                overlap=self.sw_overlap,
+                mode="gaussian",
+                sw_device=next(self.model.parameters()).device,
+                device=image.device,
+            )
+            return inferer(image, self.model)
         return sliding_window_inference(
             image,
             roi_size=self.patch_size,
@@ -307,10 +364,11 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
     if cfg.data.dataset and not (data.folder / "dataset.json").is_file():
         data.prepare_data()
     manifest = data.manifest()
+    patch, data.slice_axis = network_patch(cfg, manifest)
     labels = {int(k): v for k, v in manifest["labels"].items()}
     class_names = [labels[k] for k in sorted(labels) if k != 0]
     model = build_medical_model(
-        3,
+        cfg.model.spatial_dims,
         len(manifest["modalities"]),
         len(labels),
         cfg.model.preset,
@@ -322,11 +380,12 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
     task = SegmentationTask(
         model,
         class_names,
-        tuple(cfg.data.patch_size),
+        patch,
         cfg.data.sw_batch_size,
         cfg.data.sw_overlap,
         label_smoothing=cfg.regularization.label_smoothing,
         plan=prediction_plan(manifest, cfg),
+        slice_axis=data.slice_axis,
         optim=cfg.optim,
         regularization=cfg.regularization,  # MixUp/CutMix: refused by HybridTask as well
     )

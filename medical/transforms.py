@@ -3,7 +3,8 @@
 Prepared cases (see :mod:`medical.prepare`) are already in RAS orientation, resampled and
 intensity-normalised, stored as ``image.npy`` (C, X, Y, Z) and ``label.npy`` (1, X, Y, Z). These
 pipelines only load, sample patches balanced between foreground and background, and augment
-(flips, 90-degree rotations, scaling, intensity scale/shift), as the standard MONAI 3D recipe.
+(flips, 90-degree rotations, scaling, intensity scale/shift), as the standard MONAI 3D recipe;
+for 2D networks the patches are slices of the 3D volumes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from monai.transforms import (
     RandShiftIntensityd,
     RandZoomd,
     SpatialPadd,
+    SqueezeDimd,
 )
 
 __all__ = ["load_transforms", "train_transforms", "val_transforms"]
@@ -39,22 +41,34 @@ def load_transforms() -> list:
     ]
 
 
-def train_transforms(patch_size: Sequence[int], samples_per_case: int = 2) -> Compose:
-    """Patch sampling (pos:neg 1:1) and the augmentations of the standard MONAI recipe."""
+def train_transforms(
+    patch_size: Sequence[int], samples_per_case: int = 2, slice_axis: int | None = None
+) -> Compose:
+    """Patch sampling (pos:neg 1:1) and the augmentations of the standard MONAI recipe.
+
+    With ``slice_axis`` (2D networks, nnU-Net's 2d configuration), ``patch_size`` is the 2D
+    in-plane patch: patches one voxel thick across that axis of the 3D volume are drawn with the
+    same foreground balance, then that axis is dropped.
+    """
     spatial_axes = tuple(range(len(patch_size)))
+    crop = list(patch_size)
+    if slice_axis is not None:
+        crop.insert(slice_axis, 1)
+    slicing = [] if slice_axis is None else [SqueezeDimd(keys=KEYS, dim=slice_axis + 1)]
     return Compose(
         [
             *load_transforms(),
             # Cases smaller than a patch (thin slabs) are padded rather than rejected.
-            SpatialPadd(keys=KEYS, spatial_size=patch_size),
+            SpatialPadd(keys=KEYS, spatial_size=crop),
             RandCropByPosNegLabeld(
                 keys=KEYS,
                 label_key="label",
-                spatial_size=patch_size,
+                spatial_size=crop,
                 pos=1,
                 neg=1,
                 num_samples=samples_per_case,
             ),
+            *slicing,
             *[RandFlipd(keys=KEYS, prob=0.5, spatial_axis=axis) for axis in spatial_axes],
             RandRotate90d(keys=KEYS, prob=0.5, max_k=3, spatial_axes=(0, 1)),
             RandZoomd(
