@@ -155,14 +155,20 @@ def _add_flipped_(total: torch.Tensor, probs: torch.Tensor, axes: tuple[int, ...
 
 
 def _probabilities(task: Any, image: torch.Tensor, flips: bool) -> torch.Tensor:
-    """Class probabilities (1, C, ...) on the CPU, averaged over axis flips when ``flips``."""
+    """Class probabilities (1, C, ...) on the CPU, averaged over axis flips when ``flips``.
+
+    A 2D network sees each slice alone, so a flip across its slice axis would only repeat the
+    plain pass: that axis is skipped.
+    """
     total = _softmax_(task.infer(image).float())
     if flips:
-        for axes in ((2,), (3,), (4,)):
+        slice_axis = getattr(task, "slice_axis", None)
+        flipped = [(a,) for a in (2, 3, 4) if slice_axis is None or a != slice_axis + 2]
+        for axes in flipped:
             probs = _softmax_(task.infer(image.flip(axes)).float())
             _add_flipped_(total, probs, axes)
             del probs
-        total /= 4
+        total /= len(flipped) + 1
     return total
 
 

@@ -14,6 +14,7 @@ import torch
 from medical.cli import main as hv_med
 from medical.model import build_medical_model
 from medical.phantom import PhantomConfig, write_phantom_dataset
+from medical.predict import _probabilities
 from medical.task import PLAN_KEY, SegmentationTask, slice_axis
 from shared.engine.config import OptimConfig
 
@@ -75,3 +76,19 @@ def test_2d_training_predicts_volumes_in_the_input_geometry(tmp_path: Path) -> N
 def test_spatial_dims_other_than_2_or_3_is_one_line_exit_2(capsys) -> None:
     assert hv_med(["train", "--data.prepared", ".", "--model.spatial_dims", "4"]) == 2
     assert "--model.spatial_dims must be 2 or 3" in capsys.readouterr().err
+
+
+def test_flip_tta_skips_the_slice_axis_of_2d_networks() -> None:
+    calls = []
+
+    class Slices:
+        slice_axis = 2
+
+        def infer(self, image: torch.Tensor) -> torch.Tensor:
+            calls.append(image)
+            return torch.cat([image, -image], 1)  # voxel-wise: every flip gives the same map
+
+    image = torch.randn(1, 1, 4, 5, 6)
+    probs = _probabilities(Slices(), image, flips=True)
+    assert len(calls) == 3, "plain, flipped along x and along y; never along the slice axis"
+    torch.testing.assert_close(probs, torch.cat([image, -image], 1).softmax(1))
