@@ -102,6 +102,9 @@ class TaskSpec:
     bench: Callable[[list[str]], int] | None = None
     commands: dict[str, tuple[str, Callable[[list[str]], int]]] = field(default_factory=dict)
     """Extra or replacement subcommands: name -> (one-line help, main(argv) -> exit code)."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Config defaults the task sets over the engine's, by dotted key (``{"optim.lr": 1e-3}``);
+    config files and flags still override them."""
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -130,6 +133,8 @@ def _config_parser(spec: TaskSpec, command: str, description: str) -> _Parser:
     parser.add_class_arguments(TrainerConfig, "trainer", help="length, precision, devices")
     parser.add_class_arguments(RegularizationConfig, "regularization", help="regularisers")
     parser.add_class_arguments(RunFolderConfig, "run", help="run folder runs_dir/name")
+    if spec.defaults:
+        parser.set_defaults(spec.defaults)
     return parser
 
 

@@ -1,6 +1,6 @@
 """``ImageToImageTask``: image in, image out (super-resolution, denoising, restoration).
 
-The network returns an image; training minimises a pixel loss (Charbonnier or L1) on crops;
+The network returns an image; training minimises a pixel loss (Charbonnier, L1 or MSE) on crops;
 validation runs whole images, in overlapping tiles when they are large (MONAI's
 ``sliding_window_inference``, which also stitches outputs larger than their inputs, as in
 super-resolution), and reports PSNR (``val/psnr``, the headline) and SSIM from torchmetrics.
@@ -23,7 +23,7 @@ from .module import HybridTask
 
 __all__ = ["PIXEL_LOSSES", "CharbonnierLoss", "ImageToImageTask", "pixel_loss"]
 
-PIXEL_LOSSES = ("charbonnier", "l1")
+PIXEL_LOSSES = ("charbonnier", "l1", "mse")
 # Regularisers that need class labels; an image target has none.
 UNSUPPORTED_REGULARIZATION = ("label_smoothing", "mixup_alpha", "cutmix_alpha", "mix_prob")
 
@@ -47,11 +47,17 @@ class CharbonnierLoss(nn.Module):
 
 
 def pixel_loss(name: str) -> nn.Module:
-    """The pixel loss called ``name``: ``charbonnier`` or ``l1``."""
+    """The pixel loss called ``name``: ``charbonnier``, ``l1`` or ``mse``.
+
+    ``mse`` minimises what PSNR measures; its gradient grows with the error, where L1-type
+    losses give every pixel the same push whatever its error.
+    """
     if name == "charbonnier":
         return CharbonnierLoss()
     if name == "l1":
         return nn.L1Loss()
+    if name == "mse":
+        return nn.MSELoss()
     raise InputError(f"pixel loss must be one of {', '.join(PIXEL_LOSSES)}; got {name!r}")
 
 
