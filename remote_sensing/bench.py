@@ -326,15 +326,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="EuroSAT-layout folder")
     parser.add_argument("--per-class", type=int, default=150, help="procedural chips per class")
     parser.add_argument("--chip", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per run")
+    parser.add_argument("--steps", type=int, default=120, help="optimiser steps per run")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
-    parser.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default docs/benchmarks (--quick: WORK_DIR/quick)")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench/remote_sensing"))
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run (minutes): defaults become 24 chips/class, 4 steps "
+                        "x batch 8, seeds 0 1, hybrid and resnet18; given flags win")  # fmt: skip
+    if "--quick" in argv:
+        # Defaults only: a flag given with --quick keeps its value; never writes docs/.
+        parser.set_defaults(per_class=24, steps=4, batch=8, seeds=[0, 1],
+                            models=["hybrid", "resnet18"])  # fmt: skip
     args = parser.parse_args(argv)
+    if args.out_dir is None:
+        args.out_dir = args.work_dir / "quick" if args.quick else Path("docs/benchmarks")
     console = Console()
     started = time.perf_counter()
     root = args.data

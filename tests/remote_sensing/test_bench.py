@@ -14,10 +14,10 @@ from shared.bench import OURS, BenchResult
 
 def test_quick_bench_trains_and_scores_through_the_cli(tmp_path: Path, rasters) -> None:
     root = rasters.make_eurosat(tmp_path / "data", 4, per_class=6)
-    out, work = tmp_path / "out", tmp_path / "work"
-    assert main(["--data", str(root), "--steps", "2", "--batch", "4", "--seeds", "0", "1",
-                 "--models", "hybrid", "resnet18", "--out-dir", str(out),
-                 "--work-dir", str(work)]) == 0  # fmt: skip
+    work = tmp_path / "work"
+    # --quick: two seeds, hybrid and resnet18, batch 8, report under WORK/quick; --steps wins.
+    assert main(["--quick", "--data", str(root), "--steps", "2", "--work-dir", str(work)]) == 0
+    out = work / "quick"
     report = json.loads((out / "remote_sensing.json").read_text())
     assert (out / "remote_sensing.png").is_file()
     results = {r["name"]: r for r in report["results"]}
@@ -30,7 +30,7 @@ def test_quick_bench_trains_and_scores_through_the_cli(tmp_path: Path, rasters) 
             run_dir = Path(run["checkpoint"]).parent.parent
             config = yaml.safe_load((run_dir / "config.yaml").read_text())
             assert config["model"]["arch"] == arch and config["trainer"]["seed"] == run["seed"]
-            assert config["trainer"]["max_steps"] == 2
+            assert config["trainer"]["max_steps"] == 2 and config["trainer"]["batch_size"] == 8
             assert (run_dir / "evaluation" / "evaluation_test.json").is_file()
             assert set(VIEWS) <= set(run["scores"])
         metrics = results[name]["metrics"]
