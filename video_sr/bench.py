@@ -339,7 +339,9 @@ def _notes(results: list[BenchResult], facts: dict) -> list[str]:
         notes.append(
             f"Inference x4 180x320 (7-frame window, {facts['threads']} threads): {fps:.3f} "
             f"frames/s = {fps / BASICVSR_FPS:.2f}x BasicVSR's {BASICVSR_FPS} frames/s. Goal >= 2x:"
-            f" {_verdict(fps >= 2 * BASICVSR_FPS)}. BasicVSR's figure comes from issue 10, "
+            f" {_verdict(fps >= 2 * BASICVSR_FPS)}, for preset {facts['preset']} "
+            f"({ours.params / 1e3:.0f} K parameters; BasicVSR has 6.3 M and scores far higher "
+            "when trained: speed bought with size). BasicVSR's figure comes from issue 10, "
             "measured on another day: compare with care."
         )
     memory = facts.get("memory") or {}

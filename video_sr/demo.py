@@ -75,12 +75,13 @@ def _bicubic_clip(lq: Path, target: Path, scale: int) -> None:
 
 def _torch_bicubic_clip(lq: Path, target: Path, scale: int) -> None:
     """What the untrained network outputs: its skip, torch's bicubic (a = -0.75), 8-bit."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
     with FrameFolderWriter(target, overwrite=True) as writer:
         for frame in open_source(lq):
-            x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+            x = torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float() / 255
             up = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)[0]
             writer.write((up.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
 
