@@ -70,8 +70,8 @@ ROWS: dict[str, Row] = {
     "MONAI SwinUNETR-24": Row("swinunetr"),
 }
 SLOW_ROW = "MONAI SwinUNETR-24"
-"""About 20x slower to train than the others on one CPU thread: ``--slow-seeds`` (default one
-seed, the same number of steps) keeps the full run within about half an hour."""
+"""Several times slower to train than the others on one CPU thread: ``--slow-seeds`` can give it
+fewer seeds (never fewer steps), and the report says so."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def _spawn(job: dict[str, Any], reuse: bool = False) -> dict[str, Any]:
     done, job_file = run_dir / "result.json", run_dir / "job.json"
     if reuse and done.is_file() and job_file.is_file():
         if json.loads(job_file.read_text()) == json.loads(json.dumps(job)):
-            return json.loads(done.read_text())
+            return {**json.loads(done.read_text()), "reused": True}
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     job_file = atomic_write_json(run_dir / "job.json", job)
@@ -272,7 +272,7 @@ def _spawn(job: dict[str, Any], reuse: bool = False) -> dict[str, Any]:
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
     """Mean and sample std; a None (all classes undefined) counts as NaN, never dropped."""
     numbers = [math.nan if v is None else float(v) for v in values]
-    if not numbers:
+    if not numbers or any(math.isnan(v) for v in numbers):
         return math.nan, math.nan
     std = statistics.stdev(numbers) if len(numbers) > 1 else math.nan
     return statistics.fmean(numbers), std
@@ -357,6 +357,7 @@ def run_bench(
         "seeds": seeds,
         "slow_seeds": slow_seeds,
         "other_cores_busy": load.other_cores(),
+        "reused_runs": sum(bool(run.get("reused")) for r in results for run in r.info["runs"]),
     }
     return results, facts
 
@@ -369,7 +370,8 @@ def run_bench(
 def _pm(mean: float, std: float, fmt: str) -> str:
     if math.isnan(mean):
         return "n/a"
-    return format(mean, fmt) if math.isnan(std) else f"{format(mean, fmt)} ± {format(std, fmt)}"
+    spread = format(std, fmt.replace("+", ""))  # a sign on the mean only
+    return format(mean, fmt) if math.isnan(std) else f"{format(mean, fmt)} ± {spread}"
 
 
 def _row(r: BenchResult) -> list[str]:
@@ -460,7 +462,6 @@ def _plot(figure: Any, results: list[BenchResult]) -> None:
     left.set_xlim(0, 1)
     right.barh(names, [r.metrics["train_voxels_per_s_mean"] for r in results], color=colours)
     right.set_xlabel("training voxels/s (1 thread)")
-    right.set_xscale("log")
     right.set_yticklabels([])
     figure.tight_layout()
 
@@ -508,7 +509,13 @@ def build_report(results: list[BenchResult], facts: dict[str, Any], command: str
             "defaults otherwise: Dice+CE, grad clip 1.0, weight decay 0.05, no deep "
             f"supervision); seeds {facts['seeds']}.{slow}",
             "Load": f"other processes kept {load} CPUs busy on average during the run (a shared "
-            "machine: absolute speeds are low and noisy, ratios less so)",
+            "machine: absolute speeds are low and noisy, ratios less so)"
+            + (
+                f"; {facts['reused_runs']} runs were kept from an earlier invocation of "
+                "identical jobs (--reuse), so the load figure covers the others only"
+                if facts.get("reused_runs")
+                else ""
+            ),
         },
         method="Each (model, seed) is one process with one torch thread running the hv-med "
         "train code path (config.yaml -> the train parser -> the task -> the engine's fit), "
@@ -517,12 +524,24 @@ def build_report(results: list[BenchResult], facts: dict[str, Any], command: str
         "reference, none predicted) scores 0 and is counted under misses (misses / scored "
         "case-class pairs over all seeds); HD95 is over hits only. train vox/s: patch voxels "
         "per second of optimiser step (forward, backward, update), first step excluded. window "
-        "s/vol: MONAI gaussian sliding window on the prepared held-out volume; predict s/vol: "
-        "the whole hv-med predict call (load, preprocess, window, invert, write). Peak RSS: "
+        "s/vol: MONAI gaussian sliding window on the prepared held-out volume, fp32 for every row; "
+        "predict s/vol: the whole hv-med predict call (read the checkpoint, build the network "
+        "(for the pure-CNN control this includes the search for its matched widths), "
+        "preprocess, window (bf16 autocast for the bf16 row, as hv-med predict does with the "
+        "run's precision), invert, write). Peak RSS: "
         "measured, VmHWM of the training process at the end of training (imports, data, model, "
         "optimiser, activations), not an estimate.",
         warnings=MachineLoad.warnings(others, 1),
     )
+
+
+def _rendered(path: Path) -> Report:
+    """The report of a finished run, from its JSON: the measured numbers, date and machine."""
+    data = json.loads(path.read_text())
+    results = [BenchResult(**result) for result in data["results"]]
+    report = build_report(results, data["facts"], data["command"])
+    report.date, report.machine = data["date"], data["machine"]
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -543,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, nargs=3, default=list(Budget.patch))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--slow-seeds", type=int, nargs="+", default=[0], help=f"seeds for {SLOW_ROW} ([0])"
+        "--slow-seeds", type=int, nargs="+", help=f"seeds for {SLOW_ROW} (default: --seeds)"
     )
     parser.add_argument("--models", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--quick", action="store_true", help="tiny phantoms, 2 steps (tests)")
@@ -552,18 +571,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="keep finished runs of identical jobs in --work-dir"
     )
+    parser.add_argument(
+        "--render", type=Path, help="rewrite the report from a medical.json (no training)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         job = json.loads(args.child.read_text())
         atomic_write_json(args.child.with_name("result.json"), run_child(job))
         return 0
+    console = Console()
+    if args.render is not None:
+        write_report(_rendered(args.render), args.out_dir, console)
+        return 0
     if args.quick:
         args.dataset, args.steps, args.patch = "phantom", 2, [32, 32, 32]
     budget = Budget(steps=args.steps, patch=tuple(args.patch))
-    console = Console()
     results, facts = run_bench(
-        args.dataset, budget, args.models, args.seeds, args.slow_seeds, args.work_dir,
+        args.dataset, budget, args.models, args.seeds, args.slow_seeds or args.seeds, args.work_dir,
         args.quick, console, args.reuse,
     )  # fmt: skip
     # --reuse changes no number (identical jobs only): the command shown is the one to rerun.

@@ -47,6 +47,12 @@ def test_quick_bench_trains_predicts_and_scores_through_the_cli_path(tmp_path: P
     assert "Reproduce: `hv-med bench --quick" in markdown
     assert "Dice >= MONAI UNet: **" in markdown
     assert (tmp_path / "out" / "medical.png").read_bytes()[:4] == b"\x89PNG"
+    # --render rewrites the same report from the JSON alone: same table, no training.
+    assert hv_med(["bench", "--render", str(tmp_path / "out" / "medical.json"),
+                   "--out-dir", str(tmp_path / "again")]) == 0  # fmt: skip
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    again = (tmp_path / "again" / "medical.md").read_text().splitlines()
+    assert table == [line for line in again if line.startswith("| ")]
 
 
 def _run(seed: int, dice: float | None, misses: int, speed: float) -> dict:
