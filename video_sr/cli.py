@@ -28,7 +28,7 @@ __all__ = ["SPEC", "degrade_main", "evaluate_main", "main", "upscale_main"]
 
 def upscale_main(argv: Sequence[str]) -> int:
     """``hv-vsr upscale VIDEO|FRAMES -o OUT --checkpoint CKPT``."""
-    from .upscale import load_vsr_checkpoint, upscale
+    from .upscale import load_vsr_checkpoint, tile_for_memory, upscale
 
     parser = OneLineArgumentParser(
         prog="hv-vsr upscale",
@@ -43,6 +43,9 @@ def upscale_main(argv: Sequence[str]) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="hv-vsr checkpoint")
     parser.add_argument("--scale", type=int, default=None, help="check the checkpoint's scale")
     parser.add_argument("--tile", type=int, default=128, help="LR tile size (0: whole frames)")
+    parser.add_argument("--max-memory", type=float, default=None, metavar="MIB",
+                        help="choose the largest tile whose measured peak RSS fits MIB MiB "
+                        "(replaces --tile)")  # fmt: skip
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (attention fp32)")
     parser.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
@@ -57,6 +60,13 @@ def upscale_main(argv: Sequence[str]) -> int:
         raise InputError(
             f"{args.checkpoint}: trained for x{meta['scale']}, --scale {args.scale} asked"
         )
+    tile = args.tile or None
+    if args.max_memory is not None:
+        tile = tile_for_memory(model, args.max_memory, open_source(args.input).size)
+        Console().print(
+            f"--max-memory {args.max_memory:.0f} MiB: "
+            + (f"{tile}-pixel LR tiles" if tile else "whole frames fit")
+        )
     if args.bf16:  # the precision policy: convolutions in bf16, attention in fp32
         from shared.attention import SpatialSelfAttention
 
@@ -64,7 +74,7 @@ def upscale_main(argv: Sequence[str]) -> int:
             if isinstance(layer, SpatialSelfAttention):
                 layer.attention_fp32 = True
     report = upscale(
-        model, args.input, args.out, args.tile or None, args.tile_overlap, args.bf16,
+        model, args.input, args.out, tile, args.tile_overlap, args.bf16,
         args.overwrite, args.fps, args.device, not args.no_progress,
     )  # fmt: skip
     console = Console()

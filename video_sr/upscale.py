@@ -38,9 +38,18 @@ __all__ = [
     "load_vsr_checkpoint",
     "peak_rss_mib",
     "stream_windows",
+    "tile_for_memory",
     "tiled_forward",
     "upscale",
 ]
+
+PROBE_TILE = 32
+"""LR tile size of the activation-memory probe (a multiple of the attention windows)."""
+MEMORY_MARGIN = 1.5
+"""Allowance on the probe's tensor bytes for allocator overhead and fragmentation."""
+IO_ALLOWANCE_MIB = 96
+"""Memory the run adds besides tensors: video encoder and decoder buffers, oneDNN kernel caches
+for the tile shapes. Measured: without it, 720p runs peaked 71-85 MiB above the budget."""
 
 
 def peak_rss_mib() -> float:
@@ -56,6 +65,58 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _current_rss_mib() -> float:
+    """Resident memory of this process now, in MiB (Linux ``VmRSS``; else the peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mib()
+
+
+def tile_for_memory(
+    model: VideoSRNet, budget_mib: float, frame_size: tuple[int, int]
+) -> int | None:
+    """The largest LR tile (a multiple of 8) whose inference fits ``budget_mib`` of RSS.
+
+    Measured, not guessed: one forward pass on a ``PROBE_TILE`` tile under the torch profiler
+    gives the activation bytes per LR pixel (convolutions and windowed attention are linear in
+    the pixel count), times ``MEMORY_MARGIN``. Fixed costs come first: this process's RSS now
+    (libraries, weights), the whole-frame buffers of one window (the input frames, and the
+    float32 output and blending weights the tiles are stitched into) and ``IO_ALLOWANCE_MIB``.
+    ``None``: whole frames fit. Raises :class:`InputError` when not even an 8-pixel tile does.
+    """
+    from shared.bench.measure import peak_memory
+
+    height, width = frame_size
+    frames, scale = model.num_frames, model.scale
+    mib = 2**20
+    # Probe first: the profiler's own memory then counts in the RSS read below.
+    probe = torch.rand(1, 3, frames, PROBE_TILE, PROBE_TILE)
+    with torch.inference_mode():
+        per_pixel = peak_memory(lambda: model.eval()(probe)) / PROBE_TILE**2 * MEMORY_MARGIN
+    buffers = (3 * frames * height * width + 2 * 3 * scale**2 * height * width) * 4 / mib
+    buffers += IO_ALLOWANCE_MIB
+    process = _current_rss_mib()
+    fixed = process + buffers
+    if budget_mib <= fixed:
+        raise InputError(
+            f"--max-memory {budget_mib:.0f} MiB: the process ({process:.0f} MiB) and one "
+            f"window's frame and I/O buffers ({buffers:.0f} MiB) already need {fixed:.0f} MiB"
+        )
+    if (budget_mib - fixed) * mib >= per_pixel * height * width:
+        return None
+    tile = int(((budget_mib - fixed) * mib / per_pixel) ** 0.5) // 8 * 8
+    if tile < 8:
+        raise InputError(
+            f"--max-memory {budget_mib:.0f} MiB: not even an 8-pixel tile fits beside the "
+            f"{fixed:.0f} MiB the process and frame buffers need"
+        )
+    return tile
 
 
 def tiled_forward(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from shared.engine import InputError, load_checkpoint
 from video_sr import upscale as upscale_module
@@ -172,3 +173,29 @@ def test_export_gives_the_checkpoint_network(trained: Path, tmp_path: Path) -> N
     model, _ = load_vsr_checkpoint(trained)
     x = torch.rand(1, 3, 3, 64, 64)  # the example input's shape: tile 64, 3 frames
     torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_max_memory_picks_a_tile_that_fits(trained: Path, video: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    from shared.bench.measure import peak_memory
+    from video_sr.upscale import IO_ALLOWANCE_MIB, _current_rss_mib, tile_for_memory
+
+    model, _ = load_vsr_checkpoint(trained)
+    frame = (180, 320)  # LR of a 720p output
+    tile_for_memory(model, 1e6, frame)  # load the profiler once, so RSS is steady below
+    base = _current_rss_mib()
+    tiles = [tile_for_memory(model, base + extra, frame) for extra in (160, 220, 300)]
+    assert all(t is not None and t % 8 == 0 for t in tiles) and tiles[0] < tiles[1] < tiles[2]
+    # The chosen tile's measured activation peak fits in what the budget leaves free.
+    buffers = (3 * 3 * 180 * 320 + 2 * 3 * 16 * 180 * 320) * 4 / 2**20 + IO_ALLOWANCE_MIB
+    x = torch.rand(1, 3, 3, tiles[1], tiles[1])
+    with torch.inference_mode():
+        used = peak_memory(lambda: model(x)) / 2**20
+    assert used <= 220 - buffers
+    assert tile_for_memory(model, 1e6, (36, 44)) is None  # whole frames fit
+    with pytest.raises(InputError, match="--max-memory"):
+        tile_for_memory(model, 10, frame)
+    out = tmp_path / "up"
+    assert hv_vsr(["upscale", str(video), "-o", str(out), "--checkpoint", str(trained),
+                   "--max-memory", "100000", "--no-progress"]) == 0  # fmt: skip
+    assert "whole frames fit" in capsys.readouterr().out and len(list(out.iterdir())) == 8
