@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m video_sr.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo/video_sr"))
     parser.add_argument("--frames", type=int, default=24, help="frames per clip to use (24)")
-    parser.add_argument("--steps", type=int, default=250, help="training steps (250)")
+    parser.add_argument("--steps", type=int, default=450, help="training steps (450)")
     parser.add_argument("--eval-frames", type=int, default=20, help="held-out frames (20)")
     args = parser.parse_args(argv)
     try:
