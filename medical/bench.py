@@ -46,6 +46,7 @@ from rich.console import Console
 from shared.bench import OURS, BenchResult, Report, Section, Table, command_line, write_report
 from shared.bench.measure import MachineLoad
 from shared.engine.io import atomic_write_json, atomic_write_yaml
+from shared.memory import peak_rss_mib
 
 from .phantom import PhantomConfig, write_mni_demo, write_phantom_dataset
 
@@ -163,14 +164,6 @@ class _StepTimer(pl.Callback):
         self.steps += 1
 
 
-def _peak_rss_gib() -> float:
-    """This process's peak resident memory so far (``VmHWM``), in GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20  # kB
-    raise OSError("no VmHWM in /proc/self/status")
-
-
 def _misses(pred_dir: Path, label_dir: Path, class_ids: list[int]) -> int:
     """(case, class) pairs present in the reference and absent from the prediction."""
     count = 0
@@ -205,7 +198,7 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
     timer, start = _StepTimer(), time.perf_counter()
     fit(module, datamodule, cfg.trainer, run_dir, SPEC.headline, SPEC.mode,
         grad_clip=cfg.optim.grad_clip, extra_callbacks=[timer])  # fmt: skip
-    train_seconds, peak = time.perf_counter() - start, _peak_rss_gib()
+    train_seconds, peak = time.perf_counter() - start, peak_rss_mib() / 1024
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     pred_dir = run_dir / "predictions"
     start = time.perf_counter()

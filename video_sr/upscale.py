@@ -16,7 +16,6 @@ the temporal window, the degradation and the architecture (``video_sr`` entry wr
 from __future__ import annotations
 
 import contextlib
-import resource
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from rich.progress import Progress
 
 from shared.engine import InputError, load_checkpoint
 from shared.engine.io import load_state_dict_strict
+from shared.memory import current_rss_mib, peak_rss_mib
 
 from .data import reflect_index
 from .io import frame_writer, is_video_path, open_source
@@ -50,32 +50,6 @@ MEMORY_MARGIN = 1.5
 IO_ALLOWANCE_MIB = 96
 """Memory the run adds besides tensors: video encoder and decoder buffers, oneDNN kernel caches
 for the tile shapes. Measured: without it, 720p runs peaked 71-85 MiB above the budget."""
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    Linux's ``VmHWM`` first: ``getrusage``'s ``ru_maxrss`` carries over the parent's peak
-    across fork + exec, so a child of a large process would report its parent's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _current_rss_mib() -> float:
-    """Resident memory of this process now, in MiB (Linux ``VmRSS``; else the peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_rss_mib()
 
 
 def tile_for_memory(
@@ -101,7 +75,7 @@ def tile_for_memory(
         per_pixel = peak_memory(lambda: model.eval()(probe)) / PROBE_TILE**2 * MEMORY_MARGIN
     buffers = (3 * frames * height * width + 2 * 3 * scale**2 * height * width) * 4 / mib
     buffers += IO_ALLOWANCE_MIB
-    process = _current_rss_mib()
+    process = current_rss_mib()
     fixed = process + buffers
     if budget_mib <= fixed:
         raise InputError(

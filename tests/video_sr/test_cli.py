@@ -178,12 +178,13 @@ def test_export_gives_the_checkpoint_network(trained: Path, tmp_path: Path) -> N
 def test_max_memory_picks_a_tile_that_fits(trained: Path, video: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     from shared.bench.measure import peak_memory
-    from video_sr.upscale import IO_ALLOWANCE_MIB, _current_rss_mib, tile_for_memory
+    from shared.memory import current_rss_mib
+    from video_sr.upscale import IO_ALLOWANCE_MIB, tile_for_memory
 
     model, _ = load_vsr_checkpoint(trained)
     frame = (180, 320)  # LR of a 720p output
     tile_for_memory(model, 1e6, frame)  # load the profiler once, so RSS is steady below
-    base = _current_rss_mib()
+    base = current_rss_mib()
     tiles = [tile_for_memory(model, base + extra, frame) for extra in (160, 220, 300)]
     assert all(t is not None and t % 8 == 0 for t in tiles) and tiles[0] < tiles[1] < tiles[2]
     # The chosen tile's measured activation peak fits in what the budget leaves free.
