@@ -53,6 +53,16 @@ def test_train_writes_the_run_folder_and_learns(tmp_path: Path) -> None:
     assert "state_dict" in state and "optimizer_states" in state
 
 
+def test_threads_flag_sets_torch_threads(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _train(tmp_path, "one-thread", "--trainer.max_epochs", "1", "--trainer.threads", "1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path: Path, capsys) -> None:
     _train(tmp_path, "once", "--trainer.max_epochs", "1")
     assert main(["train", *FAST, "--run.runs_dir", str(tmp_path), "--run.name", "once"]) == 2
@@ -67,6 +77,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path: Path, capsys) -> None:
         (["--data.root", "/nonexistent/data"], "/nonexistent/data: folder not found"),
         (["--trainer.max_epochs", "many"], "max_epochs"),
         (["--no-such-flag", "1"], "no-such-flag"),
+        (["--trainer.threads", "-1"], "--trainer.threads must be >= 0"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(tmp_path: Path, capsys, flags, message) -> None:

@@ -88,6 +88,9 @@ class TrainerConfig:
     """Under DDP on several GPUs, batch-norm statistics over all devices (SyncBatchNorm)."""
     progress: bool = True
     """Show a rich progress bar."""
+    threads: int = 0
+    """CPU threads for torch's kernels (0: torch's default, one per core). 1 when other jobs
+    share the cores: measured here, 2 threads under such load stalled a training step 10x."""
 
 
 @dataclass
@@ -184,6 +187,7 @@ def validate_common(
         f"--trainer.max_steps must be -1 (off) or >= 1, got {trainer.max_steps}",
     )
     _check(trainer.num_workers >= 0, "--trainer.num_workers must be >= 0")
+    _check(trainer.threads >= 0, f"--trainer.threads must be >= 0, got {trainer.threads}")
     _check(trainer.num_nodes >= 1, f"--trainer.num_nodes must be >= 1, got {trainer.num_nodes}")
     _check(0 <= trainer.ema_decay < 1, "--trainer.ema_decay must be in [0, 1)")
     _check(trainer.val_every_n_epochs >= 1, "--trainer.val_every_n_epochs must be >= 1")

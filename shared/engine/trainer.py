@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import (
@@ -84,10 +85,17 @@ def _check_sync_batchnorm(cfg: TrainerConfig, trainer: pl.Trainer) -> None:
         )
 
 
+def apply_threads(cfg: TrainerConfig) -> None:
+    """Set torch's CPU thread count from ``--trainer.threads`` (0 leaves torch's default)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+
 def build_inference_trainer(
     cfg: TrainerConfig, callbacks: list[pl.Callback] | None = None
 ) -> pl.Trainer:
     """A Trainer for validate/predict on the run's devices, without logs or checkpoints."""
+    apply_threads(cfg)
     return _lightning_trainer(
         accelerator=cfg.accelerator,
         devices=parse_devices(cfg.devices),
@@ -210,6 +218,7 @@ def fit(
         start_step = int(checkpoint.get("global_step", 0))
         ckpt_path = str(last)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    apply_threads(cfg)
     if cfg.precision != "32-true":
         set_attention_precision(module, cfg.attention_fp32)
     trainer = build_trainer(cfg, run_dir, headline, mode, grad_clip, extra_callbacks)
