@@ -53,6 +53,14 @@ def test_train_writes_the_run_folder_and_learns(tmp_path: Path) -> None:
     assert "state_dict" in state and "optimizer_states" in state
 
 
+def test_training_split_smaller_than_a_batch_is_an_error(tmp_path: Path, capsys) -> None:
+    flags = [*FAST, "--data.num_train", "8", "--trainer.max_epochs", "1"]
+    assert main(["train", *flags, "--run.runs_dir", str(tmp_path), "--run.name", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no training batch" in err and "--trainer.batch_size 16" in err, err
+    assert not (tmp_path / "tiny" / "checkpoints" / "best.ckpt").exists()
+
+
 def test_threads_flag_sets_torch_threads(tmp_path: Path) -> None:
     before = torch.get_num_threads()
     try:

@@ -234,4 +234,12 @@ def fit(
             f"--trainer.val_check_interval {cfg.val_check_interval}: more than the "
             f"{trainer.num_training_batches} training batches of an epoch"
         ) from None
+    if trainer.num_training_batches == 0:
+        # Lightning only warns ("Total length ... is zero") and skips its fit loop, leaving a
+        # run without a step or a metric: the training split is smaller than one batch.
+        raise InputError(
+            f"no training batch: the training split is smaller than --trainer.batch_size "
+            f"{cfg.batch_size} (the last partial batch is dropped); lower the batch size or add "
+            f"data ({run_dir} holds no trained model)"
+        )
     return trainer
