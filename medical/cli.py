@@ -114,6 +114,7 @@ SPEC = TaskSpec(
     build=build_task,
     headline="val/dice",
     mode="max",
+    path_fields=("data.dataset", "data.prepared"),
     validate=_validate,
     bench=lambda argv: _bench(argv),
     example_input=lambda cfg: _example_input(cfg),

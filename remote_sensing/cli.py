@@ -223,6 +223,7 @@ SPEC = TaskSpec(
     build=build_task,
     headline="val/macro_f1",
     mode="max",
+    path_fields=("data.root",),
     validate=validate,
     example_input=_example_input,
     bench=_bench,

@@ -102,6 +102,10 @@ class TaskSpec:
     bench: Callable[[list[str]], int] | None = None
     commands: dict[str, tuple[str, Callable[[list[str]], int]]] = field(default_factory=dict)
     """Extra or replacement subcommands: name -> (one-line help, main(argv) -> exit code)."""
+    path_fields: tuple[str, ...] = ()
+    """Dotted config keys that name files or folders (``"data.root"``): ``train`` stores them
+    as absolute paths in the run's config.yaml, so commands that reread it (``evaluate``,
+    ``export``) work from any folder."""
     defaults: dict[str, Any] = field(default_factory=dict)
     """Config defaults the task sets over the engine's, by dotted key (``{"optim.lr": 1e-3}``);
     config files and flags still override them."""
@@ -228,6 +232,17 @@ def _train_parser(spec: TaskSpec) -> _Parser:
     return parser
 
 
+def _absolute_paths(spec: TaskSpec, ns: Namespace, cfg: RunConfig) -> None:
+    """Rewrite the task's path fields that are set and relative as absolute, in both forms."""
+    for key in spec.path_fields:
+        value = ns.get(key)
+        if value and not Path(value).is_absolute():
+            absolute = str(Path(value).resolve())
+            ns[key] = absolute
+            group, name = key.split(".", 1)
+            setattr(getattr(cfg, group), name, absolute)
+
+
 def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
     parser = _train_parser(spec)
     resume = _peek_option(argv, "--resume")
@@ -243,6 +258,7 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
             f"{run_dir}: run folder already exists; continue it with --resume {run_dir}, "
             "pick another --run.name, or pass --run.overwrite true"
         )
+    _absolute_paths(spec, ns, cfg)
     if rank_zero_only.rank == 0:
         atomic_write_text(run_dir / "config.yaml", _dump_config(parser, ns))
     # Seed before building: weight initialisation must repeat too.

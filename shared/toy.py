@@ -182,6 +182,7 @@ SPEC = TaskSpec(
     build=build,
     headline="val/macro_f1",
     mode="max",
+    path_fields=("data.root",),
     validate=validate,
     predict_dataset=lambda files, cfg: NpyFiles(files),
     write_prediction=_write_prediction,

@@ -61,6 +61,23 @@ def test_training_split_smaller_than_a_batch_is_an_error(tmp_path: Path, capsys)
     assert not (tmp_path / "tiny" / "checkpoints" / "best.ckpt").exists()
 
 
+def test_relative_data_path_is_stored_absolute(tmp_path: Path, monkeypatch) -> None:
+    """evaluate rereads config.yaml: a path relative to the training's folder must survive."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for index in range(12):
+            np.save(tmp_path / "data" / name / f"{index}.npy",
+                    rng.normal(size=(3, 32, 32)).astype("float32"))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    run = _train(tmp_path / "runs", "rel", "--data.root", "data", "--trainer.max_epochs", "1",
+                 "--data.image_size", "32", "--trainer.batch_size", "4")  # fmt: skip
+    assert f"root: {tmp_path / 'data'}" in (run / "config.yaml").read_text()
+    monkeypatch.chdir(run)  # another folder: the stored path still points at the data
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--trainer.progress", "false"]) == 0
+
+
 def test_threads_flag_sets_torch_threads(tmp_path: Path) -> None:
     before = torch.get_num_threads()
     try:

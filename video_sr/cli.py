@@ -205,6 +205,7 @@ SPEC = TaskSpec(
     build=build_task,
     headline="val/psnr_y",
     mode="max",
+    path_fields=("data.root", "data.cache_dir"),
     validate=validate,
     example_input=_example_input,
     bench=_bench,
