@@ -90,7 +90,7 @@ class TrainerConfig:
     """Show a rich progress bar."""
     threads: int = 0
     """CPU threads for torch's kernels (0: torch's default, one per core). 1 when other jobs
-    share the cores: measured here, 2 threads under such load stalled a training step 10x."""
+    hold the cores: threads then wait on each other and steps can stall."""
 
 
 @dataclass
