@@ -39,6 +39,8 @@ from rich.console import Console
 from shared.bench import OURS, BenchResult, Report, Section, Table, command_line, write_report
 from shared.layers import count_parameters
 
+from .metrics import format_f1
+
 __all__ = ["VARIANTS", "VIEWS", "BenchRun", "main", "run_bench", "run_one"]
 
 # name -> (hv-rs train flags, family)
@@ -152,8 +154,10 @@ def _aggregate(name: str, runs: list[dict]) -> BenchResult:
     for key in ("train_img_per_s", "infer_img_per_s", "train_seconds"):
         metrics[key] = float(np.mean([r[key] for r in runs]))
     classes = runs[0]["classes"]
-    per_class = {c: float(np.mean([r["scores"]["plain"]["per_class_f1"][c] for r in runs]))
-                 for c in classes}  # fmt: skip
+    per_class: dict[str, float | None] = {}
+    for c in classes:  # a class absent from a run's test split has no F1 (None) there
+        values = [f1 for r in runs if (f1 := r["scores"]["plain"]["per_class_f1"][c]) is not None]
+        per_class[c] = float(np.mean(values)) if values else None
     first = runs[0]
     shape = [len(first["bands"]), first["chip"], first["chip"]]
     return BenchResult(name, VARIANTS[name][1], 2, shape, 1, first["params"], metrics,
@@ -267,8 +271,9 @@ def build_report(results: list[BenchResult], facts: dict, command: str,
                 table=Table(["model", "macro-F1", "rotated"], tta_rows),
             )
         )
-    per_class = Table(["model", *facts["classes"]],
-                      [[r.label, *[f"{r.info['per_class_f1'][c]:.2f}" for c in facts["classes"]]]
+    classes = facts["classes"]
+    per_class = Table(["model", *classes],
+                      [[r.label, *[format_f1(r.info["per_class_f1"][c], 2) for c in classes]]
                        for r in results])  # fmt: skip
     sections.append(Section("Per-class F1 (plain view, seed mean)", table=per_class))
     return Report(

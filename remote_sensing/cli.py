@@ -121,7 +121,7 @@ def predict_main(argv: Sequence[str]) -> int:
 def evaluate_main(argv: Sequence[str]) -> int:
     """``hv-rs evaluate --checkpoint CKPT [--split test] [--views plain rotate d4 ...]``."""
     from .evaluate import VIEWS, evaluate_views
-    from .metrics import write_confusion
+    from .metrics import format_f1, write_confusion
 
     parser = OneLineArgumentParser(prog="hv-rs evaluate", description=evaluate_main.__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -153,7 +153,7 @@ def evaluate_main(argv: Sequence[str]) -> int:
     for view in scores:
         table.add_column(f"F1 {view}", justify="right")
     for name in names:
-        table.add_row(name, *[f"{scores[v]['per_class_f1'][name]:.3f}" for v in scores])
+        table.add_row(name, *[format_f1(scores[v]["per_class_f1"][name]) for v in scores])
     table.add_row("[bold]macro-F1", *[f"[bold]{scores[v]['macro_f1']:.3f}" for v in scores])
     table.add_row("accuracy", *[f"{scores[v]['accuracy']:.3f}" for v in scores])
     console = Console()

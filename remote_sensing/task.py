@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy
 
 from shared.engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
 
@@ -39,6 +39,7 @@ from .data import (
     scan_dataset,
     split_samples,
 )
+from .metrics import MacroF1
 from .model import ARCHS, build_model
 from .transforms import eval_transform, train_transform
 
@@ -176,13 +177,17 @@ class RSDataModule(TaskDataModule):
 
 
 class SceneTask(HybridTask):
-    """Cross-entropy classification; validation logs macro-F1 (headline) and accuracy."""
+    """Cross-entropy classification; validation logs macro-F1 (headline) and accuracy.
+
+    ``val/macro_f1`` is :class:`~remote_sensing.metrics.MacroF1`, the code ``hv-rs evaluate``
+    scores with (:func:`~remote_sensing.metrics.classification_scores`).
+    """
 
     def __init__(self, model: nn.Module, pre: Preprocessing, loss: nn.Module,
                  model_config: RSModelConfig | None = None, **kwargs: Any):  # fmt: skip
         num_classes = len(pre.class_names)
         metrics = MetricCollection({
-            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "macro_f1": MacroF1(num_classes),
             "acc": MulticlassAccuracy(num_classes, average="micro"),
         })  # fmt: skip
         super().__init__(model, loss, metrics, num_classes=num_classes, **kwargs)
