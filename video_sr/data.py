@@ -12,7 +12,8 @@ Accepted roots (``--data.root``):
 
 Training samples: the window of ``T`` frames centred on each frame, with reflection at the clip
 ends (frame ``-1`` is frame ``1``), one random crop aligned across the frames, flips, rot90 and
-temporal reversal. Validation: whole frames of the held-out clips (every ``val_stride``-th).
+temporal reversal. Validation: whole frames of the held-out clips (every ``val_stride``-th),
+each with its clip and frame index (:class:`ValItem`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ __all__ = [
     "Clip",
     "TrainClips",
     "ValClips",
+    "ValItem",
     "discover_clips",
     "extract_video",
     "reflect_index",
@@ -216,6 +219,19 @@ class TrainClips(_ClipFrames):
         return lq.transpose(0, 1), gt  # (3, T, h, w): the network's layout
 
 
+class ValItem(NamedTuple):
+    """One validation frame (batched by the default collate into a ``ValItem`` of tensors)."""
+
+    inputs: torch.Tensor
+    """``(3, T, h, w)`` LR window, the network's layout."""
+    targets: torch.Tensor
+    """``(3, H, W)`` GT centre frame."""
+    clip: int
+    """Index of the clip in ``ValClips.clips``."""
+    frame: int
+    """Index of the centre frame in its clip."""
+
+
 class ValClips(_ClipFrames):
     """Whole frames of the held-out clips, every ``stride``-th centre frame."""
 
@@ -225,6 +241,9 @@ class ValClips(_ClipFrames):
         super().__init__(clips, scale, num_frames, degradation)
         self.items = self.items[::stride]
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int) -> ValItem:
+        # Clip and frame travel with the frame: the per-clip PSNR mean needs them, and DDP's
+        # padding repeats items that must be recognised as repeats.
         lq, gt = self.window(item)
-        return lq.transpose(0, 1), gt
+        clip, frame = self.items[item]
+        return ValItem(lq.transpose(0, 1), gt, clip, frame)

@@ -19,7 +19,7 @@ import numpy as np
 from shared.engine import InputError, atomic_write, atomic_write_json
 
 from .io import FRAME_SUFFIXES, is_video_path, open_source
-from .metrics import clip_mean, psnr, ssim
+from .metrics import frames_by_clip, mean_over_clips, psnr, ssim
 from .transforms import bi_downsample, bicubic_upscale, mod_crop
 
 __all__ = ["clip_sources", "evaluate_folders"]
@@ -67,11 +67,10 @@ def evaluate_folders(
     """Score every frame; write the JSON, CSV and figures under ``out``; return the summary."""
     border = scale if crop_border is None else crop_border
     lq_clips = clip_sources(lq) if lq is not None else {}
-    rows, per_clip_y, per_clip_rgb, per_clip_ssim = [], {}, {}, {}
+    rows: list[dict] = []
     crop_frames = None
     for name, pred_path, gt_path in _pairs(pred, gt):
         pred_frames, gt_frames = iter(open_source(pred_path)), iter(open_source(gt_path))
-        frames_y, frames_rgb, frames_ssim = [], [], []
         for index, reference in enumerate(gt_frames):
             reference = mod_crop(reference, scale)
             output = next(pred_frames, None)
@@ -91,22 +90,26 @@ def evaluate_folders(
             }
             if with_ssim:
                 row["ssim_y"] = ssim(output, reference, border, y_channel=True)
-                frames_ssim.append(row["ssim_y"])
-            frames_y.append(row["psnr_y"])
-            frames_rgb.append(row["psnr_rgb"])
             rows.append(row)
-        if crop_frames is None and frames_y:
-            crop_frames = (name, len(frames_y) // 2, pred_path, gt_path)
-        per_clip_y[name], per_clip_rgb[name] = frames_y, frames_rgb
-        if with_ssim:
-            per_clip_ssim[name] = frames_ssim
+        if crop_frames is None and rows and rows[-1]["clip"] == name:
+            crop_frames = (name, (rows[-1]["frame"] + 1) // 2, pred_path, gt_path)
+    if not rows:
+        raise InputError(f"{gt}: no frames to score")
+
+    def column(key: str) -> list:
+        return [row[key] for row in rows]
+
+    # One aggregation for evaluate and training's val/psnr_y: frame -> clip mean -> clip mean.
+    clips, frames = column("clip"), column("frame")
+    per_clip_y = frames_by_clip(clips, frames, column("psnr_y"))
+    per_clip_rgb = frames_by_clip(clips, frames, column("psnr_rgb"))
     summary = {
         "convention": f"BasicSR: 8-bit frames, float64, crop_border={border}, Y = BT.601 "
         "(not rounded); mean over frames, then over clips",
         "pred": str(pred),
         "gt": str(gt),
-        "psnr_y": clip_mean(per_clip_y),
-        "psnr_rgb": clip_mean(per_clip_rgb),
+        "psnr_y": mean_over_clips(clips, frames, column("psnr_y")),
+        "psnr_rgb": mean_over_clips(clips, frames, column("psnr_rgb")),
         "per_clip": {
             name: {
                 "psnr_y": float(np.mean(per_clip_y[name])),
@@ -117,7 +120,7 @@ def evaluate_folders(
         "frames": rows,
     }
     if with_ssim:
-        summary["ssim_y"] = clip_mean(per_clip_ssim)
+        summary["ssim_y"] = mean_over_clips(clips, frames, column("ssim_y"))
     atomic_write_json(out / "metrics.json", summary)
     atomic_write(out / "metrics.csv", lambda tmp: _write_csv(tmp, rows))
     _plot_per_frame(out / "psnr_per_frame.png", per_clip_y)

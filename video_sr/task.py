@@ -3,9 +3,11 @@
 Training minimises the mean squared error on aligned random crops (``VSRModelConfig.loss``);
 validation upscales whole held-out frames in tiles and logs, beside the engine's float
 PSNR/SSIM, ``val/psnr_y`` and ``val/psnr_rgb`` with BasicSR's convention (frames rounded to 8
-bits as a saved frame would be, ``crop_border = scale``), the headline. Checkpoints carry a
-``video_sr`` entry (scale, temporal window, degradation, architecture) so ``hv-vsr upscale``
-needs nothing else.
+bits as a saved frame would be, ``crop_border = scale``), the headline: per frame, mean over
+the frames of each clip, then over clips, gathered from every DDP rank with padded repeats
+counted once (:class:`~video_sr.metrics.ClipMean`, the aggregation of ``hv-vsr evaluate``).
+Checkpoints carry a ``video_sr`` entry (scale, temporal window, degradation, architecture) so
+``hv-vsr upscale`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from shared.cli import RunConfig
 from shared.engine import ImageToImageTask, InputError, TaskDataModule, resumable_loader
 
 from .data import TrainClips, ValClips, discover_clips
-from .metrics import psnr
+from .metrics import ClipMean, psnr
 from .model import PRESETS, VideoSRNet, build_vsr_model, config_dict, matched_cnn
 from .transforms import DEGRADATIONS, SCALES
 from .upscale import tiled_forward
@@ -155,6 +157,7 @@ class VideoSRTask(ImageToImageTask):
             "preset": cfg.model.preset,
             "model": config_dict(model.cfg),
         }
+        self.val_psnr_y, self.val_psnr_rgb = ClipMean(), ClipMean()
 
     def infer(self, inputs: torch.Tensor) -> torch.Tensor:
         """Whole-frame output, in overlapping LR tiles (the same routine as ``upscale``)."""
@@ -163,17 +166,22 @@ class VideoSRTask(ImageToImageTask):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Engine metrics plus BasicSR-convention PSNR on Y and RGB (8-bit, crop_border=scale)."""
-        inputs, targets = batch
+        inputs, targets, clips, frames = batch
         output = self.infer(inputs)
-        self.log("val/loss", self.loss_fn(output, targets), on_epoch=True, batch_size=1)
+        self.log("val/loss", self.loss_fn(output, targets), on_epoch=True, batch_size=1,
+                 sync_dist=True)  # fmt: skip
         self.val_metrics.update(output.clamp(0, 1), targets)
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=1)
         border = self.meta["scale"]
-        for pred, gt in zip(_to_uint8(output).cpu().numpy(), _to_uint8(targets).cpu().numpy(),
-                            strict=True):  # fmt: skip
-            self.log("val/psnr_y", psnr(pred, gt, border, y_channel=True), batch_size=1,
-                     on_epoch=True, prog_bar=True)  # fmt: skip
-            self.log("val/psnr_rgb", psnr(pred, gt, border), batch_size=1, on_epoch=True)
+        pairs = list(zip(_to_uint8(output).cpu().numpy(), _to_uint8(targets).cpu().numpy(),
+                         strict=True))  # fmt: skip
+        self.val_psnr_y.update(
+            clips, frames, [psnr(p, g, border, y_channel=True) for p, g in pairs]
+        )
+        self.val_psnr_rgb.update(clips, frames, [psnr(p, g, border) for p, g in pairs])
+        # Metric objects: Lightning computes them once per epoch, after the DDP gather.
+        self.log("val/psnr_y", self.val_psnr_y, on_epoch=True, batch_size=1, prog_bar=True)
+        self.log("val/psnr_rgb", self.val_psnr_rgb, on_epoch=True, batch_size=1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store scale, window, degradation and architecture for ``upscale``."""
