@@ -1,4 +1,8 @@
-"""hybridvision shared core: N-D hybrid CNN-Transformer blocks and backbones."""
+"""hybridvision shared core: N-D hybrid CNN-Transformer blocks and backbones.
+
+Importing it registers the presets with timm and smp and loads no training framework: the
+Lightning engine lives in :mod:`shared.engine` (import it where training happens).
+"""
 
 from .attention import ATTENTION_KINDS, SpatialSelfAttention, attention_entropy
 from .backbone import HybridBackbone
@@ -15,11 +19,13 @@ from .config import (
 )
 from .convert import ResNetBody, hybridize_resnet
 from .monitors import (
-    HybridMonitorCallback,
+    EntropyReading,
+    MonitorIssue,
     MonitorThresholds,
     attention_entropies,
     enable_attention_monitoring,
     grad_norm_ratios,
+    monitor_issues,
     monitor_warnings,
 )
 from .smp_encoder import HybridSmpEncoder, register_smp_encoders
@@ -42,7 +48,8 @@ __all__ = [
     "HybridBackbone",
     "HybridBlock",
     "HybridClassifier",
-    "HybridMonitorCallback",
+    "EntropyReading",
+    "MonitorIssue",
     "MonitorThresholds",
     "HybridSmpEncoder",
     "ResidualConvBlock",
@@ -54,6 +61,7 @@ __all__ = [
     "enable_attention_monitoring",
     "grad_norm_ratios",
     "hybridize_resnet",
+    "monitor_issues",
     "monitor_warnings",
     "create_hybrid_classifier",
     "register_smp_encoders",

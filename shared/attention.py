@@ -3,7 +3,8 @@
 Uses ``torch.nn.functional.scaled_dot_product_attention`` with 4-D ``(B, heads, N, d)`` tensors
 (fused kernels, and the shape the ONNX exporters handle). SDPA never returns the attention
 weights, so monitoring has its own explicit path: ``forward(x, return_attention=True)`` computes
-the full probabilities, and ``monitor=True`` records the entropy of a fixed sample of queries.
+the full probabilities, and ``monitor=True`` records the entropy of a fixed sample of queries
+and how many keys they may attend to (see :mod:`shared.monitors`).
 
 Windowed attention (``window_size`` set) attends inside non-overlapping windows, e.g. 7x7 in 2D
 or 2x8x8 in 3D, so its cost grows linearly with the number of positions. As in Swin and Video
@@ -224,6 +225,9 @@ class SpatialSelfAttention(nn.Module):
         self.monitor = False
         self.grad_checkpointing = False
         self.last_entropy: torch.Tensor | None = None
+        # Mean ln(keys a query may attend to) over the same sampled queries: the entropy's
+        # ceiling, which the monitors normalise by (masked keys of shifted windows don't count).
+        self.last_log_keys: torch.Tensor | None = None
 
     def extra_repr(self) -> str:  # noqa: D102
         kind = "global" if self.window_size is None else f"window={self.window_size}"
@@ -256,12 +260,17 @@ class SpatialSelfAttention(nn.Module):
                 count = min(self.monitor_queries, length)
                 index = torch.linspace(0, length - 1, count, device=q.device).round().long()
                 probs = self._explicit_probs(q[:, :, index], k)
+                window_mask = None
             else:
                 count = min(q.shape[0], max(1, self.monitor_queries // q.shape[2]))
                 index = torch.linspace(0, q.shape[0] - 1, count, device=q.device).round().long()
                 window_mask = None if mask is None else mask[index]
                 probs = self._explicit_probs(q[index], k[index], window_mask)
             self.last_entropy = attention_entropy(probs).detach()
+            if window_mask is None:
+                self.last_log_keys = torch.tensor(math.log(k.shape[2]), device=q.device)
+            else:
+                self.last_log_keys = window_mask.sum(-1).float().log().mean()
 
     def _attend(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention over ``tokens`` ``(groups, N, C)``; ``mask`` ``(groups, 1, N, N)`` or None."""

@@ -13,9 +13,11 @@ from .data import TaskDataModule, resumable_loader
 from .image_task import ImageToImageTask
 from .io import InputError, atomic_write, atomic_write_json, file_stem, load_checkpoint
 from .module import HybridTask, split_batch, warmup_cosine
+from .monitoring import HybridMonitorCallback
 from .trainer import build_inference_trainer, build_trainer, fit
 
 __all__ = [
+    "HybridMonitorCallback",
     "HybridTask",
     "ImageToImageTask",
     "InputError",

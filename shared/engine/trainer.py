@@ -24,10 +24,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..attention import SpatialSelfAttention
-from ..monitors import HybridMonitorCallback
 from .callbacks import LoaderPositionCallback, RNGStateCallback, RunSummaryCallback
 from .config import TrainerConfig
 from .io import InputError, atomic_write_json, load_checkpoint
+from .monitoring import HybridMonitorCallback
 
 __all__ = [
     "build_inference_trainer",
