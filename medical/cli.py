@@ -17,6 +17,7 @@ from rich.console import Console
 from shared.cli import OneLineArgumentParser, RunConfig, TaskSpec, build_cli
 from shared.engine import InputError, reject_regularization
 
+from .plan import MEDICAL, MedicalPlan
 from .task import MedicalDataConfig, MedicalModelConfig, build_task
 
 __all__ = ["main", "SPEC"]
@@ -112,6 +113,7 @@ SPEC = TaskSpec(
     data_config=MedicalDataConfig,
     model_config=MedicalModelConfig,
     build=build_task,
+    vertical=MEDICAL,
     headline="val/dice",
     mode="max",
     path_fields=("data.dataset", "data.prepared"),
@@ -129,16 +131,11 @@ SPEC = TaskSpec(
 )
 
 
-def _example_input(cfg: RunConfig):
-    """One patch-sized input with the prepared dataset's channel count (for export); a 2D patch
-    for 2D networks."""
+def _example_input(plan: MedicalPlan):
+    """Two patch-sized inputs with the plan's channel count (a 2D patch for 2D networks)."""
     import torch
 
-    from .task import MedicalDataModule, network_patch
-
-    manifest = MedicalDataModule(cfg.data, 1, 0).manifest()
-    patch, _ = network_patch(cfg, manifest)
-    return torch.randn(1, len(manifest["modalities"]), *patch)
+    return torch.randn(2, len(plan.modalities), *plan.patch_size)
 
 
 def _bench(argv: Sequence[str]) -> int:

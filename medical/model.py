@@ -52,6 +52,7 @@ from torch import nn
 from shared import PRESETS, BackboneConfig, HybridBackbone, SpatialSelfAttention, make_stages
 from shared.config import pure_cnn_config as shared_pure_cnn_config
 from shared.layers import count_parameters
+from shared.matching import match_width_scale
 
 __all__ = [
     "ARCHS",
@@ -195,6 +196,9 @@ class HybridUNet(nn.Module):
         norm_name: decoder norm, a MONAI norm name or ``(name, kwargs)``; see
             :data:`DECODER_NORM` for why instance norm is the default.
         match_tolerance: relative parameter mismatch allowed for ``pure_cnn``.
+        cnn_width_scale: for ``pure_cnn``, the width scale of a previous search (a run's plan
+            stores it): the network is built at that scale without searching again. The scale
+            used is :attr:`cnn_width_scale` after construction.
 
     Inputs must be divisible by :attr:`total_reduction` per axis (32 by default). The encoder's
     batch norm needs more than one value per channel in training: at batch 1 use patches of at
@@ -213,6 +217,7 @@ class HybridUNet(nn.Module):
         deep_supr_num: int = 2,
         norm_name: str | tuple = DECODER_NORM,
         match_tolerance: float = 0.05,
+        cnn_width_scale: float | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -228,8 +233,9 @@ class HybridUNet(nn.Module):
                 f"deep_supr_num must be in [1, {num_levels - 1}] for {num_levels} decoder "
                 f"levels, got {deep_supr_num}"
             )
+        self.cnn_width_scale: float | None = None
         if pure_cnn:
-            cfg, decoder_channels = _match_pure_cnn(
+            cfg, decoder_channels, self.cnn_width_scale = _match_pure_cnn(
                 spatial_dims,
                 in_channels,
                 out_channels,
@@ -239,6 +245,7 @@ class HybridUNet(nn.Module):
                 deep_supr_num,
                 norm_name,
                 match_tolerance,
+                cnn_width_scale,
             )
         self.backbone = HybridBackbone(spatial_dims, in_channels, cfg)
         self.config = self.backbone.config
@@ -375,10 +382,17 @@ def _match_pure_cnn(
     deep_supr_num: int,
     norm_name: str | tuple,
     tolerance: float,
-) -> tuple[BackboneConfig, tuple[int, ...]]:
-    """Pure-conv config and decoder widths whose ``HybridUNet`` matches the hybrid's size."""
+    width_scale: float | None,
+) -> tuple[BackboneConfig, tuple[int, ...], float]:
+    """Pure-conv config, decoder widths and width scale whose ``HybridUNet`` matches the
+    hybrid's size; a given ``width_scale`` (a run's plan) is used as is, without a search."""
+    # The decoder stays the hybrid's (also when it was derived from the encoder widths).
+    encoder = [config.stem_channels, *(stage.channels for stage in config.stages)]
+    widths = HybridUNet._decoder_widths(decoder_channels, encoder)
+    if width_scale is not None:
+        return pure_cnn_config(config, width_scale), widths, width_scale
 
-    def build(cfg: BackboneConfig, widths: Sequence[int] | None) -> HybridUNet:
+    def build(cfg: BackboneConfig) -> HybridUNet:
         return HybridUNet(
             spatial_dims,
             in_channels,
@@ -390,43 +404,15 @@ def _match_pure_cnn(
             norm_name=norm_name,
         )
 
-    hybrid = build(config, decoder_channels)
-    target = count_parameters(hybrid)
-    # The decoder stays the hybrid's (also when it was derived from the encoder widths).
-    widths = hybrid.decoder_channels
-    del hybrid
-
-    def size(scale: float) -> int:
-        return count_parameters(build(pure_cnn_config(config, scale), widths))
-
-    # Removing attention only removes parameters, so the match is at a scale >= 1. Conv weights
-    # grow with width squared: regula falsi on scale^2 converges in 2-3 builds (each build of a
-    # large 3D preset takes ~1 s, so plain bisection would be slow); stop within tolerance / 5.
-    low, p_low = 1.0, size(1.0)
-    best_scale, best_error = low, abs(p_low - target) / target
-    high, p_high = 1.5, size(1.5)
-    while p_high < target:
-        low, p_low = high, p_high
-        high, p_high = high * 1.5, size(high * 1.5)
-    for _ in range(20):
-        if best_error <= tolerance / 5 or p_high == p_low:
-            break
-        frac = (target - p_low) / (p_high - p_low)
-        scale = math.sqrt(low**2 + frac * (high**2 - low**2))
-        params = size(scale)
-        error = abs(params - target) / target
-        if error < best_error:
-            best_scale, best_error = scale, error
-        if params < target:
-            low, p_low = scale, params
-        else:
-            high, p_high = scale, params
-    if best_error > tolerance:
+    target = count_parameters(build(config))
+    match = match_width_scale(lambda scale: build(pure_cnn_config(config, scale)), target,
+                              tolerance)  # fmt: skip
+    if match.error > tolerance:
         raise ValueError(
             f"match_tolerance: could not match the hybrid's {target} parameters within "
-            f"{tolerance:.1%} (best {best_error:.1%}); pass a larger match_tolerance"
+            f"{tolerance:.1%} (best {match.error:.1%}); pass a larger match_tolerance"
         )
-    return pure_cnn_config(config, best_scale), widths
+    return pure_cnn_config(config, match.scale), widths, match.scale
 
 
 def matched_pure_cnn(

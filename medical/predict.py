@@ -1,13 +1,14 @@
 """``hv-med predict``: sliding-window segmentation of new scans, saved in their own geometry.
 
-Everything comes from the checkpoint's plan (``checkpoint["hybridvision_plan"]``, written by the
-training task): the run's preprocessing (RAS, resampling, crop, normalisation), label names and
-network settings, so predict works from any folder and without the prepared data. Each input (a
-NIfTI file, a folder of them, or a DICOM series folder) is checked against the plan (channel
-count: error; modality, spacing, normalised intensity range: a warning naming the file), goes
-through sliding-window inference with gaussian blending (the stitching buffer lives on the CPU),
-optional flip test-time augmentation, then MONAI's ``Invertd`` undoes crop, resampling and
-orientation, so the label map is written with the input's original shape, spacing and affine.
+Everything comes from the checkpoint's :class:`~medical.plan.MedicalPlan` (the engine's
+inference contract, :func:`shared.engine.contract.load_for_inference`): the run's preprocessing
+(RAS, resampling, crop, normalisation), label names and network settings, so predict works from
+any folder and without the prepared data. Each input (a NIfTI file, a folder of them, or a DICOM
+series folder) is checked against the plan (channel count: error; modality, spacing, normalised
+intensity range: a warning naming the file), goes through sliding-window inference with gaussian
+blending (the stitching buffer lives on the CPU), optional flip test-time augmentation, then
+MONAI's ``Invertd`` undoes crop, resampling and orientation, so the label map is written with
+the input's original shape, spacing and affine.
 
 Scans go through Lightning's predict loop (the engine's inference trainer), so
 ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp`` shares a folder of scans
@@ -40,13 +41,21 @@ from monai.transforms import Invertd
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
-from shared.cli import OneLineArgumentParser, TaskSpec, parse_task_command
-from shared.engine.io import InputError, file_stem, load_checkpoint, load_state_dict_strict
+from shared.cli import (
+    OneLineArgumentParser,
+    TaskSpec,
+    parse_task_command,
+    refuse_network_flags,
+)
+from shared.engine.config import OptimConfig
+from shared.engine.contract import load_for_inference
+from shared.engine.io import InputError, file_stem
 from shared.engine.trainer import build_inference_trainer, set_attention_precision
 
 from .data import NIFTI_ENDINGS, ras_spacing_and_shape, read_dicom_series, save_nifti
+from .plan import MEDICAL, MedicalPlan
 from .prepare import _strided, build_pipeline
-from .task import PLAN_KEY, RunConfig, SegmentationTask, prediction_plan
+from .task import RunConfig, SegmentationTask
 
 __all__ = [
     "ScanInput",
@@ -223,16 +232,16 @@ def _is_ct(modality: str) -> bool:
 
 
 def check_input(
-    scan: ScanInput, plan: dict[str, Any], image: Any, dicom_modality: str | None
+    scan: ScanInput, plan: MedicalPlan, image: Any, dicom_modality: str | None
 ) -> list[str]:
     """Warnings (each naming the file) where a preprocessed scan does not resemble the training
     data: modality, spacing far from the training scans', normalised intensity range."""
     name, warnings = scan.files[0], []
-    modalities = plan["modalities"]
+    modalities = plan.modalities
     if dicom_modality and _is_ct(dicom_modality) != _is_ct(modalities[0]):
         warnings.append(f"{name}: DICOM modality {dicom_modality}, the model was trained on "
                         f"{modalities[0]}")  # fmt: skip
-    spacing_range = plan.get("source_spacing_range")
+    spacing_range = plan.source_spacing_range
     if spacing_range:
         original = np.asarray(image.meta["original_affine"], dtype=np.float64)
         spacing, _ = ras_spacing_and_shape(original, tuple(image.meta["spatial_shape"])[:3])
@@ -242,7 +251,7 @@ def check_input(
                 f"{name}: spacing {tuple(round(float(s), 3) for s in spacing)} mm is far from the "
                 f"training scans' ({_mm(low)} to {_mm(high)} mm)"
             )
-    for c, expected in enumerate(plan.get("intensity_range") or []):
+    for c, expected in enumerate(plan.intensity_range or []):
         low, high = np.percentile(_strided(image[c]), [0.5, 99.5])
         margin = RANGE_MARGIN * (expected[1] - expected[0])
         if low < expected[0] - margin or high > expected[1] + margin:
@@ -251,7 +260,7 @@ def check_input(
                 f"normalisation, training data {expected[0]:.2f} to {expected[1]:.2f} (wrong "
                 "modality or channel order?)"
             )
-    for c, expected in enumerate(plan.get("tissue_fraction") or []):
+    for c, expected in enumerate(plan.tissue_fraction or []):
         share = float(np.count_nonzero(image[c]) / image[c].numel())
         if share < expected[0] / 2 or share > min(1.0, 2 * expected[1]):
             warnings.append(
@@ -277,7 +286,7 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
 
 def segment(
     task: Any,
-    plan: dict[str, Any],
+    plan: MedicalPlan,
     scan: ScanInput,
     flips: bool,
     probabilities: bool = True,
@@ -286,11 +295,11 @@ def segment(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Label map, class probabilities (C first; None unless ``probabilities``) and affine, all
     in the input's own geometry. ``warn(message)`` receives :func:`check_input`'s warnings."""
-    expected = len(plan["modalities"])
+    expected = len(plan.modalities)
     channels = _input_channels(scan)
     if channels != expected:
         raise InputError(f"{scan.files[0]}: {channels} channel(s), the model expects {expected}")
-    pipeline = build_pipeline(plan["target_spacing"], plan["normalization"], False)
+    pipeline = build_pipeline(plan.target_spacing, plan.normalization, False)
     with tempfile.TemporaryDirectory() as scratch:
         try:
             source, dicom_modality = _pipeline_input(scan, Path(scratch))
@@ -349,42 +358,26 @@ def _warn(message: str) -> None:
     print(f"hv-med predict: warning: {message}", file=sys.stderr)
 
 
-def load_predictor(checkpoint: Path, cfg: RunConfig) -> tuple[SegmentationTask, dict[str, Any]]:
-    """The network with the checkpoint's weights and the run's prediction plan.
+def load_predictor(
+    checkpoint: Path, cfg: RunConfig | None = None
+) -> tuple[SegmentationTask, MedicalPlan]:
+    """The network with the checkpoint's weights, wrapped for sliding-window inference, and the
+    run's plan, from the checkpoint alone (:func:`shared.engine.contract.load_for_inference`).
 
-    The plan comes from the checkpoint (any run trained since issue 8); for older checkpoints,
-    from the prepared folder the run's config names.
+    ``cfg``: the run's settings as given now; under mixed precision attention stays fp32 when
+    ``--trainer.attention_fp32`` says so, as in training.
     """
-    from .model import build_medical_model
-    from .task import MedicalDataModule
-
-    state = load_checkpoint(checkpoint)
-    if "state_dict" not in state:
-        raise InputError(f"{checkpoint}: not a Lightning checkpoint (no state_dict)")
-    plan = state.get(PLAN_KEY)
-    if plan is None:
-        plan = prediction_plan(MedicalDataModule(cfg.data, 1, 0).manifest(), cfg)
-    labels = {int(k): v for k, v in plan["labels"].items()}
-    model = build_medical_model(
-        plan["model"]["spatial_dims"],
-        len(plan["modalities"]),
-        len(labels),
-        plan["model"]["preset"],
-        deep_supervision=plan["model"]["deep_supervision"],
-        pure_cnn=plan["model"]["pure_cnn"],
-        arch=plan["model"].get("arch", "hybrid"),  # plans before --model.arch: ours
-    )
+    network, plan = load_for_inference(checkpoint, MEDICAL)
     task = SegmentationTask(
-        model,
-        [labels[k] for k in sorted(labels) if k != 0],
-        tuple(plan["patch_size"]),
-        plan["sw_batch_size"],
-        plan["sw_overlap"],
-        optim=cfg.optim,
-        slice_axis=plan.get("slice_axis"),  # set for 2D networks: slice-by-slice inference
-    )
-    load_state_dict_strict(task, state["state_dict"], checkpoint)
-    if cfg.trainer.precision != "32-true":  # as in training: attention stays fp32 if asked
+        network,
+        plan.class_names,
+        tuple(plan.patch_size),
+        plan.sw_batch_size,
+        plan.sw_overlap,
+        optim=OptimConfig(),
+        slice_axis=plan.slice_axis,  # set for 2D networks: slice-by-slice inference
+    ).eval()
+    if cfg is not None and cfg.trainer.precision != "32-true":
         set_attention_precision(task, cfg.trainer.attention_fp32)
     return task, plan
 
@@ -434,7 +427,7 @@ class VolumePredictor(pl.LightningModule):
     """
 
     def __init__(
-        self, task: SegmentationTask, plan: dict[str, Any], flips: bool, probabilities: bool,
+        self, task: SegmentationTask, plan: MedicalPlan, flips: bool, probabilities: bool,
         precision: str,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -484,6 +477,7 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
     peek.add_argument("--checkpoint", default=None)
     named = peek.parse_known_args(list(argv))[0].checkpoint
     base = Path(named).parent.parent / "config.yaml" if named else None
+    refuse_network_flags(argv, "predict")
     # Prediction reads the plan from the checkpoint: the training data need not exist here.
     no_data_checks = dataclasses.replace(spec, validate=None)
     args, cfg = parse_task_command(no_data_checks, "predict", __doc__ or "", argv, _arguments, base)
@@ -503,6 +497,6 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
     trainer = build_inference_trainer(cfg.trainer)
     trainer.predict(predictor, dataloaders=loader, return_predictions=False)
     if trainer.is_global_zero:
-        labels = json.dumps(plan["labels"])
+        labels = json.dumps(plan.labels)
         Console().print(f"hv-med predict: {len(sources)} input(s) -> {out}/ (labels {labels})")
     return 0

@@ -5,8 +5,9 @@ and background, with MONAI augmentations; the loss is Dice + cross-entropy (with
 supervision when the model returns several scales); validation runs MONAI sliding-window
 inference (gaussian blending) on whole prepared volumes and reports Dice per class and the
 foreground mean (``val/dice``, the headline metric that picks the best checkpoint) by
-``hv-med evaluate``'s rule. Every checkpoint carries the prediction plan (preprocessing, labels,
-network settings) under ``"hybridvision_plan"``, so ``hv-med predict`` needs nothing else.
+``hv-med evaluate``'s rule. Every checkpoint carries the :class:`~medical.plan.MedicalPlan`
+(preprocessing, labels, network settings) through the engine's inference contract, so
+``hv-med predict`` needs nothing else.
 
 ``--model.spatial_dims 2`` is nnU-Net's 2d configuration: a 2D network trained on slices across
 the through-plane (coarsest) axis of the prepared volumes, validated and predicting slice by
@@ -31,24 +32,19 @@ from torchmetrics import MetricCollection
 
 from shared.engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
 
+from .plan import MEDICAL, MedicalPlan, NetworkPlan, build_network
 from .transforms import train_transforms, val_transforms
 
 __all__ = [
     "MedicalDataConfig",
     "MedicalModelConfig",
     "MedicalDataModule",
-    "PLAN_KEY",
     "network_patch",
     "SegmentationTask",
     "prediction_plan",
     "slice_axis",
     "split_cases",
 ]
-
-# The checkpoint entry holding everything prediction needs (plain types: weights_only loads it).
-PLAN_KEY = "hybridvision_plan"
-PLAN_FORMAT = "hybridvision.medical.plan/1"
-
 
 @dataclass
 class MedicalDataConfig:
@@ -133,12 +129,13 @@ def split_cases(cases: list[dict], manifest: dict, val_fraction: float) -> tuple
     return train, val
 
 
-def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """What ``hv-med predict`` needs from a run, as plain types (nnU-Net's plans.json role).
+def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> MedicalPlan:
+    """What ``hv-med predict`` needs from a run (nnU-Net's plans.json role).
 
     The preprocessing (spacing, normalisation), what the data looked like (channel modalities,
     source spacings, normalised intensity range: predict's input check), the label names, and
-    the network and sliding-window settings.
+    the network and sliding-window settings. The pure-CNN control's width is filled in once
+    the network is built (:func:`build_task`).
     """
     ranges = [entry["intensity_range"] for entry in manifest["cases"] if "intensity_range" in entry]
     channels = len(manifest["modalities"])
@@ -154,28 +151,23 @@ def prediction_plan(manifest: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         if fractions
         else None
     )
-    return {
-        "format": PLAN_FORMAT,
-        "name": manifest.get("name"),
-        "modalities": list(manifest["modalities"]),
-        "labels": {str(k): v for k, v in manifest["labels"].items()},
-        "target_spacing": list(manifest["target_spacing"]),
-        "normalization": manifest["normalization"],
-        "source_spacing_range": manifest.get("source_spacing_range"),
-        "intensity_range": intensity,
-        "tissue_fraction": tissue,
-        "model": {
-            "spatial_dims": cfg.model.spatial_dims,
-            "arch": cfg.model.arch,
-            "preset": cfg.model.preset,
-            "deep_supervision": cfg.model.deep_supervision,
-            "pure_cnn": cfg.model.pure_cnn,
-        },
-        "patch_size": list(patch),
-        "slice_axis": axis,
-        "sw_batch_size": cfg.data.sw_batch_size,
-        "sw_overlap": cfg.data.sw_overlap,
-    }
+    arch = "cnn" if cfg.model.pure_cnn else cfg.model.arch
+    return MedicalPlan(
+        modalities=list(manifest["modalities"]),
+        labels={str(k): v for k, v in manifest["labels"].items()},
+        target_spacing=list(manifest["target_spacing"]),
+        normalization=list(manifest["normalization"]),
+        network=NetworkPlan(arch, cfg.model.preset, cfg.model.spatial_dims,
+                            cfg.model.deep_supervision),  # fmt: skip
+        patch_size=tuple(patch),
+        sw_batch_size=cfg.data.sw_batch_size,
+        sw_overlap=cfg.data.sw_overlap,
+        slice_axis=axis,
+        name=manifest.get("name"),
+        source_spacing_range=manifest.get("source_spacing_range"),
+        intensity_range=intensity,
+        tissue_fraction=tissue,
+    )
 
 
 class MedicalDataModule(TaskDataModule):
@@ -255,7 +247,8 @@ class SegmentationTask(HybridTask):
     """Dice + CE training, sliding-window validation with per-class Dice.
 
     ``label_smoothing`` smooths the cross-entropy half of the loss (MONAI ``DiceCELoss``).
-    ``plan`` (:func:`prediction_plan`) is saved into every checkpoint.
+    ``plan`` (:class:`~medical.plan.MedicalPlan`) goes into every checkpoint (the engine's
+    inference contract).
 
     Validation Dice follows ``hv-med evaluate`` (nnU-Net): per case and class, a prediction of a
     class the reference lacks scores 0, a class empty in both is NaN and left out; per class the
@@ -270,24 +263,19 @@ class SegmentationTask(HybridTask):
         sw_batch_size: int,
         sw_overlap: float,
         label_smoothing: float = 0.0,
-        plan: dict[str, Any] | None = None,
+        plan: MedicalPlan | None = None,
         slice_axis: int | None = None,
         **kwargs: Any,
     ) -> None:
         loss = DiceCELoss(to_onehot_y=True, softmax=True, label_smoothing=label_smoothing)
-        super().__init__(model, loss, MetricCollection({}), **kwargs)
+        super().__init__(model, loss, MetricCollection({}), vertical=MEDICAL, plan=plan, **kwargs)
         self.deep_loss = DeepSupervisionLoss(loss)
         self.class_names = class_names
         self.patch_size, self.sw_batch_size, self.sw_overlap = patch_size, sw_batch_size, sw_overlap
-        self.plan = plan
         # A 2D network (patch_size has two entries) infers volumes slice by slice across this axis.
         self.slice_axis = slice_axis
         # Per-case, per-class Dice rows; MONAI's Cumulative all-gathers them across DDP ranks.
         self.dice = Cumulative()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
-        if self.plan is not None:
-            checkpoint[PLAN_KEY] = self.plan
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Dice + CE on a batch of patches (all deep-supervision scales when present)."""
@@ -355,8 +343,14 @@ class SegmentationTask(HybridTask):
         self.log("val/dice", per_class.nanmean(), prog_bar=True)
 
 
-def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
-    """Module and data module for a run config (used by the hv-med CLI)."""
+def build_task(
+    cfg: RunConfig, plan: MedicalPlan | None = None
+) -> tuple[SegmentationTask, MedicalDataModule]:
+    """Module and data module for a run config (used by the hv-med CLI).
+
+    ``plan``: a trained run's plan (evaluate): its network is rebuilt as trained, with no width
+    search; the data still comes from ``cfg``.
+    """
     from .model import build_medical_model
 
     data = MedicalDataModule(cfg.data, cfg.trainer.batch_size, cfg.trainer.seed,
@@ -364,27 +358,31 @@ def build_task(cfg: RunConfig) -> tuple[SegmentationTask, MedicalDataModule]:
     if cfg.data.dataset and not (data.folder / "dataset.json").is_file():
         data.prepare_data()
     manifest = data.manifest()
-    patch, data.slice_axis = network_patch(cfg, manifest)
-    labels = {int(k): v for k, v in manifest["labels"].items()}
-    class_names = [labels[k] for k in sorted(labels) if k != 0]
-    model = build_medical_model(
-        cfg.model.spatial_dims,
-        len(manifest["modalities"]),
-        len(labels),
-        cfg.model.preset,
-        deep_supervision=cfg.model.deep_supervision,
-        pure_cnn=cfg.model.pure_cnn,
-        drop_path_rate=cfg.regularization.drop_path_rate,
-        arch=cfg.model.arch,
-    )
+    if plan is None:
+        plan = prediction_plan(manifest, cfg)
+        net = plan.network
+        model = build_medical_model(
+            net.spatial_dims,
+            len(plan.modalities),
+            len(plan.labels),
+            net.preset,
+            deep_supervision=net.deep_supervision,
+            drop_path_rate=cfg.regularization.drop_path_rate,
+            arch=net.arch,
+        )
+        # The control's matched width goes into the plan: prediction never searches again.
+        net.cnn_width_scale = getattr(model, "cnn_width_scale", None)
+    else:
+        model = build_network(plan)
+    data.slice_axis = plan.slice_axis
     task = SegmentationTask(
         model,
-        class_names,
-        patch,
-        cfg.data.sw_batch_size,
-        cfg.data.sw_overlap,
+        plan.class_names,
+        tuple(plan.patch_size),
+        plan.sw_batch_size,
+        plan.sw_overlap,
         label_smoothing=cfg.regularization.label_smoothing,
-        plan=prediction_plan(manifest, cfg),
+        plan=plan,
         slice_axis=data.slice_axis,
         optim=cfg.optim,
         regularization=cfg.regularization,  # MixUp/CutMix: refused by HybridTask as well

@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.cli import OneLineArgumentParser, TaskSpec, build_cli, load_run
-from shared.engine import InputError, atomic_write_json, load_checkpoint
+from shared.engine import InputError, atomic_write_json
 
-from .task import CHECKPOINT_KEY, RSDataConfig, RSModelConfig, build_task, validate
+from .plan import REMOTE_SENSING, SceneClassifierPlan
+from .task import RSDataConfig, RSModelConfig, build_task, validate
 
 __all__ = ["SPEC", "main"]
 
@@ -130,13 +131,9 @@ def evaluate_main(argv: Sequence[str]) -> int:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("-o", "--out", type=Path, default=None, help="default: the run folder")
     args, config_flags = parser.parse_known_args(list(argv))
-    state = load_checkpoint(args.checkpoint)
-    if CHECKPOINT_KEY not in state:
-        raise InputError(f"{args.checkpoint}: not an hv-rs checkpoint (no {CHECKPOINT_KEY} entry)")
+    # The run's preprocessing and network come from the checkpoint's plan; the dataset is only
+    # scanned and split (no statistics pass, no width search).
     cfg, module, data = load_run(SPEC, args.checkpoint, config_flags, "evaluate")
-    from .data import Preprocessing
-
-    data.plan.pre = Preprocessing.from_dict(state[CHECKPOINT_KEY])  # as trained
     if not data.plan.splits[args.split]:
         raise InputError(f"{cfg.data.root}: the {args.split} split is empty")
     scores = evaluate_views(module.model, data.dataset(args.split), data.plan.pre.class_names,
@@ -162,50 +159,9 @@ def evaluate_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def export_main(argv: Sequence[str]) -> int:
-    """``hv-rs export --checkpoint CKPT -o MODEL.pt2``: the network as a torch.export program.
-
-    Needs only the checkpoint (no dataset, no run folder): it carries the architecture, bands
-    and chip size. The program takes normalised ``(N, bands, chip, chip)`` chips, any N; the
-    preprocessing (band order, scale, per-band mean/std, class names) is saved inside the .pt2
-    as ``hv_rs.json`` (``torch.export.load(path, extra_files={"hv_rs.json": ""})``).
-    """
-    import json
-
-    from shared.engine import atomic_write
-
-    from .predict import load_predictor
-
-    parser = OneLineArgumentParser(prog="hv-rs export", description=export_main.__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output .pt2 file")
-    args = parser.parse_args(list(argv))
-    if args.out.resolve() == args.checkpoint.resolve():
-        raise InputError(f"{args.out}: the output would overwrite the checkpoint")
-    predictor = load_predictor(args.checkpoint)
-    pre = predictor.pre
-    # Batch of 2 with a dynamic batch axis: an example of 1 would fix the batch size at 1.
-    example = torch.randn(2, len(pre.bands), pre.chip_size, pre.chip_size)
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(predictor.model, (example,), dynamic_shapes=({0: batch},))
-    extra = {"hv_rs.json": json.dumps(pre.to_dict())}
-
-    def save(tmp: Path) -> None:
-        # Through a file object: given a path, torch warns that the temporary name lacks .pt2.
-        with open(tmp, "wb") as handle:
-            torch.export.save(program, handle, extra_files=extra)
-
-    atomic_write(args.out, save)
-    Console().print(f"hv-rs export: torch.export program for {len(pre.bands)}-band "
-                    f"{pre.chip_size} px chips ({', '.join(pre.bands)}) -> {args.out}")  # fmt: skip
-    return 0
-
-
-def _example_input(cfg) -> torch.Tensor:
-    from .task import plan_dataset
-
-    plan = plan_dataset(cfg.data, cfg.trainer.seed)
-    return torch.randn(1, len(plan.pre.bands), cfg.data.chip_size, cfg.data.chip_size)
+def _example_input(plan: SceneClassifierPlan) -> torch.Tensor:
+    pre = plan.preprocessing
+    return torch.randn(2, len(pre.bands), pre.chip_size, pre.chip_size)
 
 
 def _bench(argv: Sequence[str]) -> int:
@@ -221,6 +177,7 @@ SPEC = TaskSpec(
     data_config=RSDataConfig,
     model_config=RSModelConfig,
     build=build_task,
+    vertical=REMOTE_SENSING,
     headline="val/macro_f1",
     mode="max",
     path_fields=("data.root",),
@@ -234,8 +191,6 @@ SPEC = TaskSpec(
                     "CKPT", predict_main),
         "tile": ("cut a scene into georeferenced chips: SCENE -o CHIPS --size 64", tile_main),
         "stats": ("per-band mean/std of a dataset, stored as DATASET/stats.json", stats_main),
-        "export": ("torch.export program from a checkpoint alone: --checkpoint CKPT -o M.pt2",
-                   export_main),
     },
 )  # fmt: skip
 

@@ -18,8 +18,17 @@ from torch import nn
 from shared import BackboneConfig, HybridBackbone, hybridize_resnet, preset_config
 from shared.config import pure_cnn_config as shared_pure_cnn_config
 from shared.layers import count_parameters
+from shared.matching import match_width_scale
 
-__all__ = ["ARCHS", "MultiscaleClassifier", "build_model", "pure_cnn_config", "tta_logits", "zoom"]
+__all__ = [
+    "ARCHS",
+    "MultiscaleClassifier",
+    "build_model",
+    "matched_cnn_scale",
+    "pure_cnn_config",
+    "tta_logits",
+    "zoom",
+]
 
 ARCHS = ("hybrid", "cnn", "resnet18", "hybrid_resnet18", "coatnet_nano", "botnet26t")
 """``hybrid`` (ours), ``cnn`` (ours without attention, matched parameters), timm baselines,
@@ -66,12 +75,9 @@ def pure_cnn_config(config: str | BackboneConfig, width_scale: float) -> Backbon
     return shared_pure_cnn_config(cfg, width_scale)
 
 
-def _matched_cnn(in_channels: int, num_classes: int, preset: str, **kwargs) -> nn.Module:
-    """The attention-free control whose parameter count is closest to the hybrid's.
-
-    Removing attention only removes weights, so the match is at a width scale >= 1; conv
-    weights grow with width squared, and bisection over 12 steps lands within 1%.
-    """
+def matched_cnn_scale(in_channels: int, num_classes: int, preset: str, **kwargs) -> float:
+    """Width scale of the attention-free control whose parameter count matches the hybrid's
+    (:func:`shared.matching.match_width_scale`); a run's plan stores it."""
     target = count_parameters(MultiscaleClassifier(in_channels, num_classes, preset, **kwargs))
 
     def build(scale: float) -> nn.Module:
@@ -79,15 +85,7 @@ def _matched_cnn(in_channels: int, num_classes: int, preset: str, **kwargs) -> n
             in_channels, num_classes, pure_cnn_config(preset, scale), **kwargs
         )
 
-    low, high = 1.0, 2.0
-    for _ in range(12):
-        mid = (low + high) / 2
-        if count_parameters(build(mid)) < target:
-            low = mid
-        else:
-            high = mid
-    best = min((low, high), key=lambda s: abs(count_parameters(build(s)) - target))
-    return build(best)
+    return match_width_scale(build, target).scale
 
 
 def build_model(
@@ -98,14 +96,23 @@ def build_model(
     preset: str = "hybrid_tiny",
     multiscale: bool = True,
     drop_path_rate: float = 0.0,
+    cnn_width_scale: float | None = None,
 ) -> nn.Module:
-    """A classifier by name (see :data:`ARCHS`), randomly initialised: nothing is downloaded."""
+    """A classifier by name (see :data:`ARCHS`), randomly initialised: nothing is downloaded.
+
+    ``cnn_width_scale``: the ``cnn`` control's width scale (default: searched now with
+    :func:`matched_cnn_scale`).
+    """
     if arch == "hybrid":
         return MultiscaleClassifier(in_channels, num_classes, preset, multiscale,
                                     drop_path_rate=drop_path_rate)  # fmt: skip
     if arch == "cnn":
-        return _matched_cnn(in_channels, num_classes, preset, multiscale=multiscale,
-                            drop_path_rate=drop_path_rate)  # fmt: skip
+        if cnn_width_scale is None:
+            cnn_width_scale = matched_cnn_scale(in_channels, num_classes, preset,
+                                                multiscale=multiscale)  # fmt: skip
+        return MultiscaleClassifier(in_channels, num_classes,
+                                    pure_cnn_config(preset, cnn_width_scale), multiscale,
+                                    drop_path_rate=drop_path_rate)  # fmt: skip
     if arch == "hybrid_resnet18":
         model = timm.create_model("resnet18", in_chans=in_channels, num_classes=num_classes)
         return hybridize_resnet(model, num_stages=1, num_heads=4)

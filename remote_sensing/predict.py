@@ -1,15 +1,15 @@
 """``hv-rs predict``: a scene to a class-map GeoTIFF, or a folder of chips to a CSV.
 
-The checkpoint carries the preprocessing (bands, scale, statistics, chip size, class names), so
-prediction needs only it and the run's ``config.yaml`` beside it. A scene is read one row of
-chip-sized windows at a time and the class map written row by row: memory is bounded by one
-row whatever the scene size. The class map has one pixel per window, the scene's CRS, the
-scene's transform scaled by the chip size, a colour table and the class names in its tags;
-windows that are mostly nodata get the nodata value 255. A scene whose size is not a multiple of
-the chip size gets one more row and column of class-map pixels: their windows are aligned to the
-scene's bottom and right edges (overlapping their neighbours) so every scene pixel gets a class;
-the class map then reaches up to a chip beyond those edges, as a window grid must. A scene
-smaller than one chip is one window, resampled.
+The checkpoint carries the preprocessing (bands, scale, statistics, chip size, class names) and
+the network (the inference contract, :mod:`remote_sensing.plan`), so prediction needs only it. A
+scene is read one row of chip-sized windows at a time and the class map written row by row:
+memory is bounded by one row whatever the scene size. The class map has one pixel per window,
+the scene's CRS, the scene's transform scaled by the chip size, a colour table and the class
+names in its tags; windows that are mostly nodata get the nodata value 255. A scene whose size
+is not a multiple of the chip size gets one more row and column of class-map pixels: their
+windows are aligned to the scene's bottom and right edges (overlapping their neighbours) so
+every scene pixel gets a class; the class map then reaches up to a chip beyond those edges, as a
+window grid must. A scene smaller than one chip is one window, resampled.
 """
 
 from __future__ import annotations
@@ -23,18 +23,16 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-import yaml
 from rasterio.transform import Affine
 from rasterio.windows import Window
 from rich.progress import track
 from torch import nn
 
-from shared.engine import InputError, atomic_write, load_checkpoint
-from shared.engine.io import load_state_dict_strict
+from shared.engine import InputError, atomic_write, load_for_inference
 
 from .data import IMAGE_ENDINGS, Preprocessing, open_raster, read_pixels
-from .model import build_model, tta_logits
-from .task import CHECKPOINT_KEY, MODEL_KEY, RSModelConfig
+from .model import tta_logits
+from .plan import REMOTE_SENSING
 from .transforms import eval_transform
 
 __all__ = ["NODATA", "Predictor", "load_predictor", "predict_chips", "predict_scene"]
@@ -70,28 +68,9 @@ class Predictor:
 
 
 def load_predictor(checkpoint: Path, tta: bool = False) -> Predictor:
-    """Model and preprocessing from a checkpoint alone.
-
-    The architecture comes from the checkpoint's model entry; checkpoints written before it
-    existed fall back to the run's ``config.yaml`` beside them.
-    """
-    checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint)
-    if CHECKPOINT_KEY not in state or "state_dict" not in state:
-        raise InputError(f"{checkpoint}: not an hv-rs checkpoint (no {CHECKPOINT_KEY} entry)")
-    pre = Preprocessing.from_dict(state[CHECKPOINT_KEY])
-    config_file = checkpoint.parent.parent / "config.yaml"
-    model_cfg = RSModelConfig()
-    if MODEL_KEY in state:
-        model_cfg = RSModelConfig(**state[MODEL_KEY])
-    elif config_file.is_file():
-        section = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
-        model_cfg = RSModelConfig(**section)
-    model = build_model(model_cfg.arch, len(pre.bands), len(pre.class_names), pre.chip_size,
-                        model_cfg.preset, model_cfg.multiscale_head)  # fmt: skip
-    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    load_state_dict_strict(model, weights, checkpoint)
-    return Predictor(model.eval(), pre, tta)
+    """Model and preprocessing from a checkpoint alone (the inference contract)."""
+    model, plan = load_for_inference(checkpoint, REMOTE_SENSING)
+    return Predictor(model, plan.preprocessing, tta)
 
 
 def _colormap(count: int) -> dict[int, tuple[int, int, int, int]]:

@@ -4,15 +4,17 @@
 dataset (warning on mixed CRS), splits it (the dataset's split files, else seeded and
 stratified), decides the :class:`~remote_sensing.data.Preprocessing` (bands, reflectance scale,
 per-band statistics from the training split or ``stats.json``, chip size, class names) and
-builds the model. The task writes that preprocessing into every checkpoint (``hv_rs`` key), so
-``hv-rs predict`` and ``hv-rs evaluate`` need nothing but the checkpoint and the run's config.
+builds the model. The task writes the :class:`~remote_sensing.plan.SceneClassifierPlan`
+(preprocessing and network) into every checkpoint through the engine's inference contract, so
+``hv-rs predict`` and ``export`` need the checkpoint alone, and ``hv-rs evaluate`` reads only the
+split from the dataset (no statistics pass, no width search).
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,12 @@ from .data import (
     split_samples,
 )
 from .metrics import MacroF1
-from .model import ARCHS, build_model
+from .model import ARCHS, build_model, matched_cnn_scale
+from .plan import REMOTE_SENSING, NetworkPlan, SceneClassifierPlan
 from .transforms import eval_transform, train_transform
 
 __all__ = [
     "BALANCE",
-    "CHECKPOINT_KEY",
-    "MODEL_KEY",
     "DatasetPlan",
     "RSDataConfig",
     "RSDataModule",
@@ -56,10 +57,6 @@ __all__ = [
     "plan_dataset",
 ]
 
-CHECKPOINT_KEY = "hv_rs"
-"""Checkpoint entry holding :meth:`Preprocessing.to_dict`."""
-MODEL_KEY = "hv_rs_model"
-"""Checkpoint entry holding the :class:`RSModelConfig` (so export and predict need no config)."""
 BALANCE = ("none", "loss", "sampler")
 
 
@@ -110,12 +107,17 @@ class DatasetPlan:
     notes: list[str]
 
 
-def plan_dataset(cfg: RSDataConfig, seed: int) -> DatasetPlan:
-    """Scan, check, split and decide the preprocessing for ``cfg.root``."""
+def plan_dataset(cfg: RSDataConfig, seed: int, pre: Preprocessing | None = None) -> DatasetPlan:
+    """Scan, check, split and decide the preprocessing for ``cfg.root``.
+
+    ``pre``: a trained run's preprocessing (evaluate): used as is, no statistics pass.
+    """
     root = Path(cfg.root or "")
     samples, class_names = scan_dataset(root)
     band_count, dtype, notes = check_consistency(samples, root)
     splits, split_notes = split_samples(samples, root, cfg.val_fraction, cfg.test_fraction, seed)
+    if pre is not None:
+        return DatasetPlan(splits, pre, band_count, notes + split_notes)
     with open_raster(samples[0].path) as src:
         indexes, names = resolve_bands(src, cfg.bands, samples[0].path)
     scale = float(cfg.scale or default_scale(dtype))
@@ -183,16 +185,17 @@ class SceneTask(HybridTask):
     scores with (:func:`~remote_sensing.metrics.classification_scores`).
     """
 
-    def __init__(self, model: nn.Module, pre: Preprocessing, loss: nn.Module,
-                 model_config: RSModelConfig | None = None, **kwargs: Any):  # fmt: skip
+    def __init__(self, model: nn.Module, plan: SceneClassifierPlan, loss: nn.Module,
+                 **kwargs: Any):  # fmt: skip
+        pre = plan.preprocessing
         num_classes = len(pre.class_names)
         metrics = MetricCollection({
             "macro_f1": MacroF1(num_classes),
             "acc": MulticlassAccuracy(num_classes, average="micro"),
         })  # fmt: skip
-        super().__init__(model, loss, metrics, num_classes=num_classes, **kwargs)
+        super().__init__(model, loss, metrics, num_classes=num_classes,
+                         vertical=REMOTE_SENSING, plan=plan, **kwargs)  # fmt: skip
         self.pre = pre
-        self.model_config = model_config
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Cross-entropy (or the engine's MixUp/CutMix loss) on one batch of chips."""
@@ -206,12 +209,6 @@ class SceneTask(HybridTask):
         """Class logits."""
         return self(batch["image"])
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the preprocessing beside the weights (plain types: weights_only loading)."""
-        checkpoint[CHECKPOINT_KEY] = self.pre.to_dict()
-        if self.model_config is not None:
-            checkpoint[MODEL_KEY] = asdict(self.model_config)
-
 
 def make_loss(cfg: RunConfig, plan: DatasetPlan) -> nn.Module:
     """Cross-entropy, class-weighted when ``--data.balance loss``."""
@@ -221,24 +218,39 @@ def make_loss(cfg: RunConfig, plan: DatasetPlan) -> nn.Module:
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.regularization.label_smoothing)
 
 
-def build_task(cfg: RunConfig) -> tuple[SceneTask, RSDataModule]:
-    """Module and data module for a run config (the hv-rs CLI's ``build``)."""
+def build_task(
+    cfg: RunConfig, plan: SceneClassifierPlan | None = None
+) -> tuple[SceneTask, RSDataModule]:
+    """Module and data module for a run config (the hv-rs CLI's ``build``).
+
+    ``plan``: a trained run's plan (evaluate): its preprocessing and network are used as
+    trained; the dataset is only scanned and split.
+    """
     # Batches are dicts holding image, label and path: Lightning says it guesses the batch size
     # from them, and guesses right (the first tensor's length).
     warnings.filterwarnings("ignore", message=".*Trying to infer the `batch_size`.*")
-    plan = plan_dataset(cfg.data, cfg.trainer.seed)
+    dataset = plan_dataset(cfg.data, cfg.trainer.seed, plan.preprocessing if plan else None)
     # Printed, not warnings.warn: Python shows a given warning once per process and Lightning's
     # log settings may hide it; the user of train/evaluate must see mixed CRS and split notes.
     if rank_zero_only.rank == 0:
-        for note in plan.notes:
+        for note in dataset.notes:
             print(f"hv-rs: warning: {note}", file=sys.stderr)
-    pre = plan.pre
-    model = build_model(cfg.model.arch, len(pre.bands), len(pre.class_names), pre.chip_size,
-                        cfg.model.preset, cfg.model.multiscale_head,
-                        cfg.regularization.drop_path_rate)  # fmt: skip
-    task = SceneTask(model, pre, make_loss(cfg, plan), cfg.model, optim=cfg.optim,
+    pre = dataset.pre
+    if plan is None:
+        model_cfg = cfg.model
+        scale = None
+        if model_cfg.arch == "cnn":  # searched once here; the plan keeps it for prediction
+            scale = matched_cnn_scale(len(pre.bands), len(pre.class_names), model_cfg.preset,
+                                      multiscale=model_cfg.multiscale_head)  # fmt: skip
+        network = NetworkPlan(model_cfg.arch, model_cfg.preset, model_cfg.multiscale_head, scale)
+        plan = SceneClassifierPlan(pre, network)
+    net = plan.network
+    model = build_model(net.arch, len(pre.bands), len(pre.class_names), pre.chip_size,
+                        net.preset, net.multiscale_head, cfg.regularization.drop_path_rate,
+                        cnn_width_scale=net.cnn_width_scale)  # fmt: skip
+    task = SceneTask(model, plan, make_loss(cfg, dataset), optim=cfg.optim,
                      regularization=cfg.regularization)  # fmt: skip
-    data = RSDataModule(cfg.data, plan, cfg.trainer.batch_size, cfg.trainer.seed,
+    data = RSDataModule(cfg.data, dataset, cfg.trainer.batch_size, cfg.trainer.seed,
                         cfg.trainer.num_workers)  # fmt: skip
     return task, data
 

@@ -11,6 +11,7 @@ given now on top. Bad arguments or unreadable inputs exit with code 2 and one li
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
@@ -37,13 +38,18 @@ from .engine.config import (
     TrainerConfig,
     validate_common,
 )
+from .engine.contract import (
+    Vertical,
+    load_for_inference,
+    plan_entry,
+    read_checkpoint,
+)
 from .engine.io import (
     InputError,
     atomic_write,
     atomic_write_json,
     atomic_write_text,
     file_stem,
-    load_checkpoint,
     load_state_dict_strict,
 )
 from .engine.module import HybridTask
@@ -59,6 +65,7 @@ __all__ = [
     "load_run",
     "OneLineArgumentParser",
     "parse_task_command",
+    "refuse_network_flags",
 ]
 
 COMMANDS = ("train", "evaluate", "predict", "bench", "export")
@@ -77,28 +84,36 @@ set_parsing_settings(docstring_parse_attribute_docstrings=True)
 class TaskSpec:
     """What a vertical supplies to get its CLI.
 
-    ``build(cfg)`` returns the LightningModule and data module; ``validate(cfg)`` raises
+    ``build(cfg, plan)`` returns the LightningModule and data module: ``plan`` is ``None`` when
+    training (the task decides the plan from the data and stores it in its checkpoints) and a
+    trained run's plan when evaluating (network and preprocessing as trained, only the data
+    from ``cfg``). ``vertical`` is the task's inference contract
+    (:class:`shared.engine.contract.Vertical`): every command that reads a checkpoint loads it
+    through the contract, so another vertical's checkpoint is refused in one line.
+    ``validate(cfg)`` raises
     :class:`InputError` for bad task values (e.g. a missing data folder) and for engine flags
     the task cannot honour (:func:`shared.engine.reject_regularization`). For prediction,
     ``predict_dataset(paths, cfg)`` yields dicts with ``image`` (one input, no batch axis) and
     ``path``, and ``write_prediction(output, source_path, out_path)`` writes one result to
     ``out_path`` (a temporary name the chassis renames); the output is named
-    ``<input name without its type ending><prediction_suffix>``. ``bench(argv)`` runs the task
-    benchmark.
+    ``<input name without its type ending><prediction_suffix>``. ``example_input(plan)`` is a
+    batch of two network inputs for ``export`` (the batch axis is exported dynamic).
+    ``bench(argv)`` runs the task benchmark.
     """
 
     prog: str
     description: str
     data_config: type
     model_config: type
-    build: Callable[[RunConfig], tuple[HybridTask, pl.LightningDataModule]]
+    build: Callable[[RunConfig, Any], tuple[HybridTask, pl.LightningDataModule]]
     headline: str
+    vertical: Vertical
     mode: str = "max"
     validate: Callable[[RunConfig], None] | None = None
     predict_dataset: Callable[[list[Path], RunConfig], Dataset] | None = None
     write_prediction: Callable[[torch.Tensor, Path, Path], None] | None = None
     prediction_suffix: str = ".pt"
-    example_input: Callable[[RunConfig], torch.Tensor] | None = None
+    example_input: Callable[[Any], torch.Tensor] | None = None
     bench: Callable[[list[str]], int] | None = None
     commands: dict[str, tuple[str, Callable[[list[str]], int]]] = field(default_factory=dict)
     """Extra or replacement subcommands: name -> (one-line help, main(argv) -> exit code)."""
@@ -199,6 +214,21 @@ def _parse(
     return ns, _to_run_config(spec, parser, ns)
 
 
+def refuse_network_flags(argv: Sequence[str], command: str) -> None:
+    """``InputError`` for a ``--model.*`` flag given to a command that reads a checkpoint.
+
+    The network is rebuilt from the checkpoint's plan (the inference contract), so such a flag
+    could not take effect; refusing it beats ignoring it.
+    """
+    for arg in argv:
+        if arg.startswith("--model."):
+            flag = arg.split("=", 1)[0]
+            raise InputError(
+                f"{flag}: {command} rebuilds the network the checkpoint was trained with (its "
+                "plan); --model flags cannot change it"
+            )
+
+
 def _run_config_file(checkpoint: Path) -> Path:
     """``runs/<name>/config.yaml`` for ``runs/<name>/checkpoints/<file>.ckpt``."""
     return checkpoint.parent.parent / "config.yaml"
@@ -263,7 +293,7 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
         atomic_write_text(run_dir / "config.yaml", _dump_config(parser, ns))
     # Seed before building: weight initialisation must repeat too.
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module, datamodule = spec.build(cfg)
+    module, datamodule = spec.build(cfg, None)
     trainer = fit(
         module,
         datamodule,
@@ -287,11 +317,13 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
 def _restore(
     spec: TaskSpec, cfg: RunConfig, checkpoint: Path
 ) -> tuple[HybridTask, pl.LightningDataModule]:
-    """The task built from ``cfg`` with the checkpoint's weights, precision settings applied."""
-    state = load_checkpoint(checkpoint)
-    if "state_dict" not in state:
-        raise InputError(f"{checkpoint}: not a Lightning checkpoint (no state_dict)")
-    module, datamodule = spec.build(cfg)
+    """The task built from ``cfg`` and the checkpoint's plan, with the checkpoint's weights.
+
+    The checkpoint is read through the inference contract (another vertical's checkpoint is one
+    line); precision settings are applied as in training.
+    """
+    state, plan = read_checkpoint(checkpoint, spec.vertical)
+    module, datamodule = spec.build(cfg, plan)
     load_state_dict_strict(module, state["state_dict"], checkpoint)
     if cfg.trainer.precision != "32-true":  # as in training: attention stays fp32 if asked
         set_attention_precision(module, cfg.trainer.attention_fp32)
@@ -305,6 +337,7 @@ def load_run(
 
     ``argv`` holds config flags only; for task commands with options of their own.
     """
+    refuse_network_flags(argv, command)
     parser = _config_parser(spec, command, "")
     _, cfg = _parse(spec, parser, list(argv), _run_config_file(checkpoint))
     return cfg, *_restore(spec, cfg, checkpoint)
@@ -339,6 +372,7 @@ def _evaluate_parser(spec: TaskSpec) -> _Parser:
 
 def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
     checkpoint = _require_checkpoint(argv, "evaluate")
+    refuse_network_flags(argv, "evaluate")
     _, cfg = _parse(spec, _evaluate_parser(spec), argv, _run_config_file(checkpoint))
     module, datamodule = _restore(spec, cfg, checkpoint)
     trainer = build_inference_trainer(cfg.trainer)
@@ -429,6 +463,7 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
     if spec.predict_dataset is None or spec.write_prediction is None:
         raise InputError(f"{spec.prog} has no predict command yet")
     checkpoint = _require_checkpoint(argv, "predict")
+    refuse_network_flags(argv, "predict")
     ns, cfg = _parse(spec, _predict_parser(spec), argv, _run_config_file(checkpoint))
     if not ns.out:
         raise InputError("predict needs -o OUTPUT_DIR")
@@ -449,35 +484,55 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
 
 
 def _export_parser(spec: TaskSpec) -> _Parser:
-    parser = _config_parser(
-        spec, "export", "Save a checkpoint's network as a torch.export program (.pt2)."
+    parser = _Parser(
+        prog=f"{spec.prog} export",
+        description="Save a checkpoint's network as a torch.export program (.pt2) with a dynamic "
+        f"batch axis; the run's plan goes inside as {EXPORT_PLAN_FILE} "
+        f"(torch.export.load(path, extra_files={{'{EXPORT_PLAN_FILE}': ''}})). Needs only the "
+        "checkpoint.",
+        exit_on_error=False,
     )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-o", "--out", type=str, default=None, help="output .pt2 file")
     _checkpoint_option(parser)
     return parser
 
 
+EXPORT_PLAN_FILE = "hybridvision.json"
+"""The plan entry (what :data:`shared.engine.contract.CHECKPOINT_KEY` holds) inside a .pt2."""
+
+
 def _export(spec: TaskSpec, argv: list[str], console: Console) -> int:
     if spec.example_input is None:
         raise InputError(f"{spec.prog} has no export command yet")
-    checkpoint = _require_checkpoint(argv, "export")
-    ns, cfg = _parse(spec, _export_parser(spec), argv, _run_config_file(checkpoint))
+    ns = _export_parser(spec).parse_args(argv)
+    if not ns.checkpoint:
+        raise InputError("export needs --checkpoint runs/<name>/checkpoints/best.ckpt")
     if not ns.out:
         raise InputError("export needs -o OUTPUT.pt2")
-    target = Path(ns.out)
-    module, _ = _restore(spec, cfg, checkpoint)
-    model = module.model.eval()
-    example = spec.example_input(cfg)
-    program = torch.export.export(model, (example,))
-    atomic_write(target, lambda tmp: _save_program(program, tmp))
-    console.print(f"{spec.prog} export: torch.export program -> {target} (load: torch.export.load)")
+    checkpoint, target = Path(ns.checkpoint), Path(ns.out)
+    if target.resolve() == checkpoint.resolve():
+        raise InputError(f"{target}: the output would overwrite the checkpoint")
+    network, plan = load_for_inference(checkpoint, spec.vertical)
+    example = spec.example_input(plan)
+    # A batch of two with a dynamic batch axis: an example of one would fix the batch size at 1.
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
+    extra = {EXPORT_PLAN_FILE: json.dumps(plan_entry(spec.vertical, plan))}
+    atomic_write(target, lambda tmp: _save_program(program, tmp, extra))
+    console.print(
+        f"{spec.prog} export: torch.export program, input {tuple(example.shape[1:])} per item, "
+        f"plan inside as {EXPORT_PLAN_FILE} -> {target}"
+    )
     return 0
 
 
-def _save_program(program: torch.export.ExportedProgram, path: Path) -> None:
+def _save_program(
+    program: torch.export.ExportedProgram, path: Path, extra_files: dict[str, str]
+) -> None:
     # Through a file object: given a path, torch warns that the temporary name lacks ".pt2".
     with open(path, "wb") as handle:
-        torch.export.save(program, handle)
+        torch.export.save(program, handle, extra_files=extra_files)
 
 
 def _usage(spec: TaskSpec) -> str:
@@ -486,7 +541,7 @@ def _usage(spec: TaskSpec) -> str:
         "evaluate": "score a checkpoint on the validation data: --checkpoint CKPT",
         "predict": "run a checkpoint on files or folders: INPUT... -o OUT --checkpoint CKPT",
         "bench": "the task benchmark (a command, prints a table)",
-        "export": "save a checkpoint's network as a torch.export program: -o OUT.pt2",
+        "export": "the network as a torch.export program, from the checkpoint alone: -o OUT.pt2",
     }
     unavailable = {
         "bench": spec.bench is None,

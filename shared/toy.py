@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from .classifier import HybridClassifier
 from .cli import TaskSpec, build_cli
-from .engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
+from .engine import HybridTask, InputError, RunConfig, TaskDataModule, Vertical, resumable_loader
 
 NUM_CLASSES = 4
 
@@ -110,14 +110,29 @@ class ToyDataModule(TaskDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
 
 
-def build(cfg: RunConfig) -> tuple[HybridTask, ToyDataModule]:
-    """Module and data for a run config."""
-    model = HybridClassifier(
-        cfg.model.preset,
-        num_classes=NUM_CLASSES,
-        in_chans=3,
-        drop_path_rate=cfg.regularization.drop_path_rate,
+@dataclass
+class ToyPlan:
+    """What inference needs: the classifier and its input size."""
+
+    preset: str
+    image_size: int
+    num_classes: int = NUM_CLASSES
+
+
+def build_network(plan: ToyPlan, drop_path_rate: float = 0.0) -> HybridClassifier:
+    """The untrained classifier of a plan."""
+    return HybridClassifier(
+        plan.preset, num_classes=plan.num_classes, in_chans=3, drop_path_rate=drop_path_rate
     )
+
+
+TOY = Vertical(name="toy", prog="hv-toy", plan_type=ToyPlan, schema=1, build_network=build_network)
+
+
+def build(cfg: RunConfig, plan: ToyPlan | None = None) -> tuple[HybridTask, ToyDataModule]:
+    """Module and data for a run config (and a trained run's plan, when evaluating)."""
+    plan = plan or ToyPlan(cfg.model.preset, cfg.data.image_size)
+    model = build_network(plan, cfg.regularization.drop_path_rate)
     metrics = MetricCollection(
         {
             "acc": MulticlassAccuracy(NUM_CLASSES),
@@ -131,6 +146,8 @@ def build(cfg: RunConfig) -> tuple[HybridTask, ToyDataModule]:
         cfg.optim,
         cfg.regularization,
         num_classes=NUM_CLASSES,
+        vertical=TOY,
+        plan=plan,
     )
     data = ToyDataModule(
         cfg.data, cfg.trainer.batch_size, cfg.trainer.seed, cfg.trainer.num_workers
@@ -180,6 +197,7 @@ SPEC = TaskSpec(
     data_config=ToyDataConfig,
     model_config=ToyModelConfig,
     build=build,
+    vertical=TOY,
     headline="val/macro_f1",
     mode="max",
     path_fields=("data.root",),
@@ -187,7 +205,7 @@ SPEC = TaskSpec(
     predict_dataset=lambda files, cfg: NpyFiles(files),
     write_prediction=_write_prediction,
     prediction_suffix=".npy",
-    example_input=lambda cfg: torch.randn(1, 3, cfg.data.image_size, cfg.data.image_size),
+    example_input=lambda plan: torch.randn(2, 3, plan.image_size, plan.image_size),
 )
 
 main = build_cli(SPEC)

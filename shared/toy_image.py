@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .blocks import HybridBlock
 from .cli import TaskSpec, build_cli
-from .engine import InputError, RunConfig, TaskDataModule, resumable_loader
+from .engine import InputError, RunConfig, TaskDataModule, Vertical, resumable_loader
 from .engine.image_task import PIXEL_LOSSES, ImageToImageTask
 from .toy import NpyFiles
 
@@ -141,22 +141,50 @@ class ToyImageDataModule(TaskDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
 
 
-def build(cfg: RunConfig) -> tuple[ImageToImageTask, ToyImageDataModule]:
-    """Module and data for a run config."""
-    model = ToyUpscaler(
-        width=cfg.model.width,
-        depth=cfg.model.depth,
-        scale=cfg.data.scale,
-        num_heads=cfg.model.num_heads,
-        drop_path_rate=cfg.regularization.drop_path_rate,
-    )
+@dataclass
+class ToyImagePlan:
+    """What inference needs: the upscaler and its tiling."""
+
+    width: int
+    depth: int
+    scale: int
+    num_heads: int
+    tile: int = 0
+    tile_overlap: float = 0.25
+
+
+def build_network(plan: ToyImagePlan, drop_path_rate: float = 0.0) -> ToyUpscaler:
+    """The untrained upscaler of a plan."""
+    return ToyUpscaler(width=plan.width, depth=plan.depth, scale=plan.scale,
+                       num_heads=plan.num_heads, drop_path_rate=drop_path_rate)  # fmt: skip
+
+
+TOY_IMAGE = Vertical(
+    name="toy_image",
+    prog="hv-toy-image",
+    plan_type=ToyImagePlan,
+    schema=1,
+    build_network=build_network,
+)
+
+
+def build(
+    cfg: RunConfig, plan: ToyImagePlan | None = None
+) -> tuple[ImageToImageTask, ToyImageDataModule]:
+    """Module and data for a run config (and a trained run's plan, when evaluating)."""
+    net, data_cfg = cfg.model, cfg.data
+    plan = plan or ToyImagePlan(net.width, net.depth, data_cfg.scale, net.num_heads,
+                                data_cfg.tile, data_cfg.tile_overlap)  # fmt: skip
+    model = build_network(plan, cfg.regularization.drop_path_rate)
     task = ImageToImageTask(
         model,
         cfg.optim,
         loss=cfg.model.loss,
-        tile=cfg.data.tile or None,
+        tile=cfg.data.tile or None,  # an inference setting: flags given now may change it
         tile_overlap=cfg.data.tile_overlap,
         regularization=cfg.regularization,
+        vertical=TOY_IMAGE,
+        plan=plan,
     )
     data = ToyImageDataModule(
         cfg.data, cfg.trainer.batch_size, cfg.trainer.seed, cfg.trainer.num_workers
@@ -191,13 +219,14 @@ SPEC = TaskSpec(
     data_config=ToyImageDataConfig,
     model_config=ToyImageModelConfig,
     build=build,
+    vertical=TOY_IMAGE,
     headline="val/psnr",
     mode="max",
     validate=validate,
     predict_dataset=lambda files, cfg: NpyFiles(files),
     write_prediction=_write_prediction,
     prediction_suffix="_sr.npy",
-    example_input=lambda cfg: torch.rand(1, 3, cfg.data.tile or 16, cfg.data.tile or 16),
+    example_input=lambda plan: torch.rand(2, 3, plan.tile or 16, plan.tile or 16),
 )
 
 main = build_cli(SPEC)

@@ -202,7 +202,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def run_bench(args: argparse.Namespace) -> tuple[list[BenchResult], dict]:
     """Make the data, train and score every model on every seed; returns results and facts."""
-    from .upscale import load_vsr_checkpoint
+    from shared.engine.contract import load_for_inference
+
+    from .plan import VIDEO_SR
 
     started = time.perf_counter()
     work = Path(args.work_dir)
@@ -225,7 +227,7 @@ def run_bench(args: argparse.Namespace) -> tuple[list[BenchResult], dict]:
             for seed in args.seeds:
                 console.print(f"[bench] {name} seed {seed} ({time.perf_counter() - started:.0f} s)")
                 runs.append(_train_and_score(args, name, seed, dataset, held, work))
-            model, _ = load_vsr_checkpoint(Path(runs[0]["checkpoint"]))
+            model, _ = load_for_inference(Path(runs[0]["checkpoint"]), VIDEO_SR)
         metrics: dict[str, float] = {}
         for key in ("psnr_y", "psnr_rgb", "train_clips_per_s"):
             if key in runs[0]:

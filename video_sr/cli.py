@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from shared.cli import OneLineArgumentParser, RunConfig, TaskSpec, build_cli
+from shared.cli import OneLineArgumentParser, TaskSpec, build_cli
 from shared.engine import InputError
 
 from .evaluate import clip_sources
 from .io import open_source, write_png
+from .plan import VIDEO_SR, VSRPlan
 from .task import VSRDataConfig, VSRModelConfig, build_task, validate
 from .transforms import DEGRADATIONS, SCALES, degrade, mod_crop
 
@@ -28,7 +29,9 @@ __all__ = ["SPEC", "degrade_main", "evaluate_main", "main", "upscale_main"]
 
 def upscale_main(argv: Sequence[str]) -> int:
     """``hv-vsr upscale VIDEO|FRAMES -o OUT --checkpoint CKPT``."""
-    from .upscale import load_vsr_checkpoint, tile_for_memory, upscale
+    from shared.engine.contract import load_for_inference
+
+    from .upscale import tile_for_memory, upscale
 
     parser = OneLineArgumentParser(
         prog="hv-vsr upscale",
@@ -55,10 +58,10 @@ def upscale_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.tile and args.tile < 8:
         raise InputError(f"--tile must be 0 or >= 8, got {args.tile}")
-    model, meta = load_vsr_checkpoint(args.checkpoint)
-    if args.scale is not None and args.scale != meta["scale"]:
+    model, plan = load_for_inference(args.checkpoint, VIDEO_SR)
+    if args.scale is not None and args.scale != plan.scale:
         raise InputError(
-            f"{args.checkpoint}: trained for x{meta['scale']}, --scale {args.scale} asked"
+            f"{args.checkpoint}: trained for x{plan.scale}, --scale {args.scale} asked"
         )
     tile = args.tile or None
     if args.max_memory is not None:
@@ -80,13 +83,13 @@ def upscale_main(argv: Sequence[str]) -> int:
     console = Console()
     if report.padded:
         console.print(
-            f"note: {args.input} has {report.frames} frames, fewer than the {meta['num_frames']}"
+            f"note: {args.input} has {report.frames} frames, fewer than the {plan.num_frames}"
             "-frame window: windows were filled by reflecting the clip"
         )
     (h, w), (oh, ow) = report.input_size, report.output_size
     console.print(
-        f"hv-vsr upscale: {report.frames} frames {w}x{h} -> {ow}x{oh} (x{meta['scale']}, "
-        f"{meta['num_frames']}-frame window) in {report.seconds:.1f} s "
+        f"hv-vsr upscale: {report.frames} frames {w}x{h} -> {ow}x{oh} (x{plan.scale}, "
+        f"{plan.num_frames}-frame window) in {report.seconds:.1f} s "
         f"({report.frames / report.seconds:.2f} frames/s), peak RSS {report.peak_rss_mib:.0f} MiB"
         f" -> {report.output}"
     )
@@ -185,9 +188,8 @@ def evaluate_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _example_input(cfg: RunConfig) -> torch.Tensor:
-    size = cfg.data.tile or 32
-    return torch.rand(1, 3, cfg.data.num_frames, size, size)
+def _example_input(plan: VSRPlan) -> torch.Tensor:
+    return torch.rand(2, 3, plan.num_frames, 32, 32)
 
 
 def _bench(argv: Sequence[str]) -> int:
@@ -203,6 +205,7 @@ SPEC = TaskSpec(
     data_config=VSRDataConfig,
     model_config=VSRModelConfig,
     build=build_task,
+    vertical=VIDEO_SR,
     headline="val/psnr_y",
     mode="max",
     path_fields=("data.root", "data.cache_dir"),

@@ -24,7 +24,7 @@ blocks, widened until the parameter count matches).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from torch import nn
 
 from shared.blocks import HybridBlock
 from shared.layers import count_parameters
+from shared.matching import match_width_scale
 
 __all__ = ["PRESETS", "VSRConfig", "VideoSRNet", "build_vsr_model", "matched_cnn"]
 
@@ -212,19 +213,13 @@ def build_vsr_model(
 
 
 def matched_cnn(cfg: VSRConfig, scale: int, num_frames: int) -> VSRConfig:
-    """The pure-CNN control config whose parameter count is closest to ``cfg``'s hybrid."""
+    """The pure-CNN control config whose parameter count is closest to ``cfg``'s hybrid
+    (:func:`shared.matching.match_width_scale` over whole channel counts); a run's plan
+    stores the result, so prediction never searches."""
     target = count_parameters(VideoSRNet(replace(cfg, pure_cnn=False), scale, num_frames))
-    best = None
-    for width in range(cfg.width, 4 * cfg.width + 1):
-        candidate = replace(cfg, pure_cnn=True, cnn_width=width)
-        gap = abs(count_parameters(VideoSRNet(candidate, scale, num_frames)) - target)
-        if best is None or gap < best[0]:
-            best = (gap, candidate)
-        elif gap > best[0]:
-            break  # the count grows with the width: past the closest one
-    return best[1]
 
+    def control(width_scale: float) -> VSRConfig:
+        return replace(cfg, pure_cnn=True, cnn_width=max(1, round(cfg.width * width_scale)))
 
-def config_dict(cfg: VSRConfig) -> dict:
-    """The config as plain values (for checkpoints)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    match = match_width_scale(lambda s: VideoSRNet(control(s), scale, num_frames), target)
+    return control(match.scale)

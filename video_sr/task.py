@@ -6,8 +6,8 @@ PSNR/SSIM, ``val/psnr_y`` and ``val/psnr_rgb`` with BasicSR's convention (frames
 bits as a saved frame would be, ``crop_border = scale``), the headline: per frame, mean over
 the frames of each clip, then over clips, gathered from every DDP rank with padded repeats
 counted once (:class:`~video_sr.metrics.ClipMean`, the aggregation of ``hv-vsr evaluate``).
-Checkpoints carry a ``video_sr`` entry (scale, temporal window, degradation, architecture) so
-``hv-vsr upscale`` needs nothing else.
+Checkpoints carry the :class:`~video_sr.plan.VSRPlan` (scale, temporal window, degradation,
+architecture) through the engine's inference contract, so ``hv-vsr upscale`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from shared.engine import ImageToImageTask, InputError, TaskDataModule, resumabl
 
 from .data import TrainClips, ValClips, discover_clips
 from .metrics import ClipMean, psnr
-from .model import PRESETS, VideoSRNet, build_vsr_model, config_dict, matched_cnn
+from .model import PRESETS, VideoSRNet, build_vsr_model, matched_cnn
+from .plan import VIDEO_SR, VSRPlan, build_network
 from .transforms import DEGRADATIONS, SCALES
 from .upscale import tiled_forward
 
@@ -138,7 +139,7 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 class VideoSRTask(ImageToImageTask):
     """``ImageToImageTask`` with temporal windows, BasicSR PSNR and self-describing checkpoints."""
 
-    def __init__(self, model: VideoSRNet, cfg: RunConfig) -> None:
+    def __init__(self, model: VideoSRNet, cfg: RunConfig, plan: VSRPlan) -> None:
         super().__init__(
             model,
             cfg.optim,
@@ -148,15 +149,9 @@ class VideoSRTask(ImageToImageTask):
             tile_overlap=cfg.data.tile_overlap,
             tile_batch_size=1,
             regularization=cfg.regularization,
+            vertical=VIDEO_SR,
+            plan=plan,
         )
-        self.meta = {
-            "scale": cfg.data.scale,
-            "num_frames": cfg.data.num_frames,
-            "degradation": cfg.data.degradation,
-            "variant": cfg.model.variant,
-            "preset": cfg.model.preset,
-            "model": config_dict(model.cfg),
-        }
         self.val_psnr_y, self.val_psnr_rgb = ClipMean(), ClipMean()
 
     def infer(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -172,7 +167,7 @@ class VideoSRTask(ImageToImageTask):
                  sync_dist=True)  # fmt: skip
         self.val_metrics.update(output.clamp(0, 1), targets)
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=1)
-        border = self.meta["scale"]
+        border = self.plan.scale
         pairs = list(zip(_to_uint8(output).cpu().numpy(), _to_uint8(targets).cpu().numpy(),
                          strict=True))  # fmt: skip
         self.val_psnr_y.update(
@@ -182,10 +177,6 @@ class VideoSRTask(ImageToImageTask):
         # Metric objects: Lightning computes them once per epoch, after the DDP gather.
         self.log("val/psnr_y", self.val_psnr_y, on_epoch=True, batch_size=1, prog_bar=True)
         self.log("val/psnr_rgb", self.val_psnr_rgb, on_epoch=True, batch_size=1)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store scale, window, degradation and architecture for ``upscale``."""
-        checkpoint["video_sr"] = self.meta
 
 
 def validate(cfg: RunConfig) -> None:
@@ -211,9 +202,16 @@ def validate(cfg: RunConfig) -> None:
         raise InputError(f"--model.variant must be one of {', '.join(VARIANTS)}")
 
 
-def build_task(cfg: RunConfig) -> tuple[VideoSRTask, VSRDataModule]:
-    """Module and data for a run config."""
-    model = make_model(cfg.model, cfg.data.scale, cfg.data.num_frames)
+def build_task(
+    cfg: RunConfig, plan: VSRPlan | None = None
+) -> tuple[VideoSRTask, VSRDataModule]:
+    """Module and data for a run config (and a trained run's plan, when evaluating)."""
+    if plan is None:
+        model = make_model(cfg.model, cfg.data.scale, cfg.data.num_frames)
+        plan = VSRPlan(cfg.data.scale, cfg.data.num_frames, cfg.data.degradation,
+                       cfg.model.variant, cfg.model.preset, model.cfg)  # fmt: skip
+    else:
+        model = build_network(plan)
     data = VSRDataModule(cfg.data, cfg.trainer.batch_size, cfg.trainer.seed,
                          cfg.trainer.num_workers)  # fmt: skip
-    return VideoSRTask(model, cfg), data
+    return VideoSRTask(model, cfg, plan), data

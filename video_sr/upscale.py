@@ -9,8 +9,8 @@ Memory stays bounded in both directions:
   the frame size. Only the output frame itself grows with the resolution.
 
 Clip ends are reflected (frame -1 is frame 1), as in training. The checkpoint carries the scale,
-the temporal window, the degradation and the architecture (``video_sr`` entry written by
-:class:`video_sr.task.VideoSRTask`), so nothing else is needed.
+the temporal window, the degradation and the architecture (its :class:`~video_sr.plan.VSRPlan`,
+read by :func:`shared.engine.contract.load_for_inference`), so nothing else is needed.
 """
 
 from __future__ import annotations
@@ -25,17 +25,15 @@ import torch
 from monai.inferers import sliding_window_inference
 from rich.progress import Progress
 
-from shared.engine import InputError, load_checkpoint
-from shared.engine.io import load_state_dict_strict
+from shared.engine import InputError
 from shared.memory import current_rss_mib, peak_rss_mib
 
 from .data import reflect_index
 from .io import frame_writer, is_video_path, open_source
-from .model import VideoSRNet, VSRConfig
+from .model import VideoSRNet
 
 __all__ = [
     "UpscaleReport",
-    "load_vsr_checkpoint",
     "peak_rss_mib",
     "stream_windows",
     "tile_for_memory",
@@ -157,24 +155,6 @@ def stream_windows(
         for stale in [i for i in held if i < centre - num_frames]:
             del held[stale]
         centre += 1
-
-
-def load_vsr_checkpoint(path: Path) -> tuple[VideoSRNet, dict]:
-    """The network and its ``video_sr`` metadata (scale, frames, degradation) from a checkpoint."""
-    state = load_checkpoint(path)
-    meta = state.get("video_sr")
-    if not isinstance(meta, dict) or "state_dict" not in state:
-        raise InputError(f"{path}: not an hv-vsr checkpoint (no video_sr metadata)")
-    fields = dict(meta["model"])
-    fields["window"] = tuple(fields["window"])
-    model = VideoSRNet(VSRConfig(**fields), meta["scale"], meta["num_frames"])
-    weights = {
-        key.removeprefix("model."): value
-        for key, value in state["state_dict"].items()
-        if key.startswith("model.")
-    }
-    load_state_dict_strict(model, weights, path)
-    return model.eval(), meta
 
 
 @dataclass

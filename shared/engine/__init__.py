@@ -1,4 +1,5 @@
-"""Shared training engine on Lightning: task modules, run folders, resume, precision, DDP."""
+"""Shared training engine on Lightning: task modules, run folders, resume, precision, DDP, and
+the inference contract (one plan per checkpoint, one loader)."""
 
 from .config import (
     OptimConfig,
@@ -9,6 +10,13 @@ from .config import (
     reject_regularization,
     validate_common,
 )
+from .contract import (
+    CHECKPOINT_KEY,
+    Vertical,
+    load_for_inference,
+    network_state_dict,
+    read_checkpoint,
+)
 from .data import TaskDataModule, resumable_loader
 from .image_task import ImageToImageTask
 from .io import InputError, atomic_write, atomic_write_json, file_stem, load_checkpoint
@@ -18,6 +26,11 @@ from .trainer import build_inference_trainer, build_trainer, fit
 
 __all__ = [
     "HybridMonitorCallback",
+    "CHECKPOINT_KEY",
+    "Vertical",
+    "load_for_inference",
+    "network_state_dict",
+    "read_checkpoint",
     "HybridTask",
     "ImageToImageTask",
     "InputError",

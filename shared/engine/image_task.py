@@ -18,6 +18,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from .config import OptimConfig, RegularizationConfig, reject_regularization
+from .contract import Vertical
 from .io import InputError
 from .module import HybridTask
 
@@ -77,6 +78,7 @@ class ImageToImageTask(HybridTask):
         tile_batch_size: windows per forward pass.
         regularization: only ``drop_path_rate`` applies (to the model, by its builder); the
             label-based regularisers are refused with an :class:`InputError`.
+        vertical, plan: the inference contract, as in :class:`HybridTask`.
     """
 
     def __init__(
@@ -90,6 +92,8 @@ class ImageToImageTask(HybridTask):
         tile_overlap: float = 0.25,
         tile_batch_size: int = 4,
         regularization: RegularizationConfig | None = None,
+        vertical: Vertical | None = None,
+        plan: Any = None,
     ) -> None:
         if regularization is not None:
             reject_regularization(
@@ -108,7 +112,8 @@ class ImageToImageTask(HybridTask):
                 "ssim": StructuralSimilarityIndexMeasure(data_range=value_range),
             }
         )
-        super().__init__(model, pixel_loss(loss), metrics, optim, regularization)
+        super().__init__(model, pixel_loss(loss), metrics, optim, regularization,
+                         vertical=vertical, plan=plan)  # fmt: skip
         self.data_range = float(data_range)
         self.tile = (tile,) * spatial_dims if isinstance(tile, int) else tile
         self.tile_overlap, self.tile_batch_size = tile_overlap, tile_batch_size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -106,12 +107,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
+    except Exception as err:
+        # One line, whatever torch says: its weights_only messages run over many lines.
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
+            raise InputError(
+                f"{path}: not a readable checkpoint (not a file written by torch.save, or cut "
+                f"short): {first}"
+            ) from None
+        if isinstance(err, pickle.UnpicklingError):
+            raise InputError(
+                f"{path}: refused to load: it holds Python objects that weights_only=True does "
+                "not load (only tensors and plain types are trusted)"
+            ) from None
         raise InputError(
-            f"{path}: not a readable checkpoint (truncated or corrupt): {err}"
+            f"{path}: not a readable checkpoint (truncated or corrupt): {first}"
         ) from None
-    except Exception as err:  # pickle.UnpicklingError from weights_only and similar
-        raise InputError(f"{path}: refused to load (weights_only=True): {err}") from None
     if not isinstance(checkpoint, dict):
         raise InputError(
             f"{path}: expected a checkpoint dictionary, got {type(checkpoint).__name__}"

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from .config import OptimConfig, RegularizationConfig
+from .contract import CHECKPOINT_KEY, Vertical, plan_entry
 from .io import InputError
 
 __all__ = ["HybridTask", "split_batch", "warmup_cosine"]
@@ -57,6 +58,9 @@ class HybridTask(pl.LightningModule):
         optim: optimiser and schedule settings.
         regularization: MixUp/CutMix/label smoothing (classification only; needs ``num_classes``).
         num_classes: classes, for MixUp/CutMix soft targets.
+        vertical, plan: the inference contract (:mod:`shared.engine.contract`): when both are
+            given, every checkpoint carries the plan, so the trained network loads from the
+            checkpoint alone (:func:`~shared.engine.contract.load_for_inference`).
     """
 
     def __init__(
@@ -67,9 +71,12 @@ class HybridTask(pl.LightningModule):
         optim: OptimConfig,
         regularization: RegularizationConfig | None = None,
         num_classes: int | None = None,
+        vertical: Vertical | None = None,
+        plan: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.vertical, self.plan = vertical, plan
         self.loss_fn = loss_fn
         self.val_metrics = metrics.clone(prefix="val/")
         self.optim = optim
@@ -89,6 +96,11 @@ class HybridTask(pl.LightningModule):
                 num_classes=num_classes,
             )
             self.mixed_loss = SoftTargetCrossEntropy()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Write the plan under the contract's one key (plain types: ``weights_only`` loads)."""
+        if self.vertical is not None and self.plan is not None:
+            checkpoint[CHECKPOINT_KEY] = plan_entry(self.vertical, self.plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Model output."""

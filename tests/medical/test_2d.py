@@ -14,8 +14,10 @@ import torch
 from medical.cli import main as hv_med
 from medical.model import build_medical_model
 from medical.phantom import PhantomConfig, write_phantom_dataset
+from medical.plan import MEDICAL
 from medical.predict import _probabilities
-from medical.task import PLAN_KEY, SegmentationTask, slice_axis
+from medical.task import SegmentationTask, slice_axis
+from shared.engine import read_checkpoint
 from shared.engine.config import OptimConfig
 
 # Strongly anisotropic (4 mm slices, 1 mm in-plane), as the data the 2d configuration is for.
@@ -61,9 +63,9 @@ def test_2d_training_predicts_volumes_in_the_input_geometry(tmp_path: Path) -> N
     run = tmp_path / "runs" / "flat"
     assert "val/dice" in json.loads((run / "summary.json").read_text())["final_metrics"]
     checkpoint = run / "checkpoints" / "last.ckpt"
-    plan = torch.load(checkpoint, map_location="cpu", weights_only=True)[PLAN_KEY]
-    assert plan["model"]["spatial_dims"] == 2 and plan["slice_axis"] == 2
-    assert plan["patch_size"] == [32, 32]
+    _, plan = read_checkpoint(checkpoint, MEDICAL)
+    assert plan.network.spatial_dims == 2 and plan.slice_axis == 2
+    assert plan.patch_size == (32, 32)
     source = raw / "imagesTr" / "phantom_001.nii.gz"
     out = tmp_path / "pred"
     assert hv_med(["predict", str(source), "-o", str(out), "--checkpoint", str(checkpoint),

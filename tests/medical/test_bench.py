@@ -7,12 +7,12 @@ import json
 import math
 from pathlib import Path
 
-import torch
 import yaml
 
 from medical.bench import ROWS, build_report, goals, summarise
 from medical.cli import main as hv_med
-from medical.task import PLAN_KEY
+from medical.plan import MEDICAL
+from shared.engine import read_checkpoint
 
 
 def test_quick_bench_trains_predicts_and_scores_through_the_cli_path(tmp_path: Path) -> None:
@@ -40,8 +40,7 @@ def test_quick_bench_trains_predicts_and_scores_through_the_cli_path(tmp_path: P
     # hv-med predict rebuilt it from the checkpoint's plan.
     run = tmp_path / "work" / "runs" / "unet-32-true-seed0"
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["arch"] == "unet"
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert state[PLAN_KEY]["model"]["arch"] == "unet"
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt", MEDICAL)[1].network.arch == "unet"
     assert (run / "predictions" / "phantom_002.nii.gz").is_file()
     markdown = (tmp_path / "out" / "medical.md").read_text()
     assert "Reproduce: `hv-med bench --quick" in markdown

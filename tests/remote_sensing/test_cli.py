@@ -12,7 +12,8 @@ import rasterio
 import torch
 
 from remote_sensing.cli import main
-from remote_sensing.task import CHECKPOINT_KEY
+from remote_sensing.plan import REMOTE_SENSING
+from shared.engine import CHECKPOINT_KEY, read_checkpoint
 
 
 def _train(root: Path, runs: Path, name: str, *flags: str) -> Path:
@@ -38,7 +39,11 @@ def test_train_predict_end_to_end(tmp_path: Path, rasters, bands: int, capsys) -
         err = capsys.readouterr().err
         assert "warning" in err and "several CRS" in err
         assert "EPSG:32633" in err and "EPSG:4326" in err
-    meta = torch.load(checkpoint, weights_only=True)[CHECKPOINT_KEY]
+    entry = torch.load(checkpoint, weights_only=True)[CHECKPOINT_KEY]
+    assert (entry["vertical"], entry["schema"]) == ("remote_sensing", 1)
+    meta = entry["plan"]["preprocessing"]
+    network = read_checkpoint(checkpoint, REMOTE_SENSING)[1].network
+    assert network.arch == "hybrid" and network.multiscale_head == (bands != 13)
     assert meta["bands"] == [f"B{i:02d}" for i in range(1, bands + 1)]
     assert meta["class_names"] == ["Forest", "River", "SeaLake"] and meta["chip_size"] == 32
     assert len(meta["mean"]) == bands and meta["source_band_count"] == bands
@@ -60,11 +65,11 @@ def test_train_predict_end_to_end(tmp_path: Path, rasters, bands: int, capsys) -
         assert out.crs == src.crs and out.shape == (2, 3)
     program_file = tmp_path / "model.pt2"
     assert main(["export", "--checkpoint", str(alone), "-o", str(program_file)]) == 0
-    extra = {"hv_rs.json": ""}
+    extra = {"hybridvision.json": ""}
     program = torch.export.load(program_file, extra_files=extra)
     chips = torch.randn(2, bands, 32, 32)
     assert program.module()(chips).shape == (2, 3)
-    assert json.loads(extra["hv_rs.json"])["bands"] == meta["bands"]
+    assert json.loads(extra["hybridvision.json"])["plan"]["preprocessing"] == meta
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, rasters, capsys) -> None:

@@ -10,12 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from shared.engine import InputError, load_checkpoint
+from shared.engine import (
+    CHECKPOINT_KEY,
+    InputError,
+    load_checkpoint,
+    load_for_inference,
+    read_checkpoint,
+)
 from video_sr import upscale as upscale_module
 from video_sr.cli import main as hv_vsr
 from video_sr.io import VideoFileWriter, open_source
 from video_sr.metrics import psnr
-from video_sr.upscale import load_vsr_checkpoint, upscale
+from video_sr.plan import VIDEO_SR
+from video_sr.upscale import upscale
 
 from .conftest import moving_frames, write_clip
 
@@ -37,8 +44,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_checkpoint_carries_scale_window_and_degradation(trained: Path) -> None:
-    meta = load_checkpoint(trained)["video_sr"]
-    assert (meta["scale"], meta["num_frames"], meta["degradation"]) == (4, 3, "BI")
+    _, plan = read_checkpoint(trained, VIDEO_SR)
+    assert (plan.scale, plan.num_frames, plan.degradation) == (4, 3, "BI")
+    assert load_checkpoint(trained)[CHECKPOINT_KEY]["vertical"] == "video_sr"
     summary = json.loads((trained.parent.parent / "summary.json").read_text())
     assert summary["final_metrics"]["val/psnr_y"] > 15  # BasicSR-convention PSNR logged
 
@@ -78,7 +86,7 @@ def test_upscale_refuses_to_overwrite(trained: Path, video: Path, tmp_path: Path
 def test_killed_upscale_leaves_nothing_that_looks_complete(
     trained: Path, video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, _ = load_vsr_checkpoint(trained)
+    model, _ = load_for_inference(trained, VIDEO_SR)
     calls = {"n": 0}
     real = upscale_module.tiled_forward
 
@@ -156,7 +164,7 @@ def test_evaluate_writes_json_csv_and_figures(tmp_path: Path) -> None:
 
 
 def test_bf16_upscale_stays_close_to_fp32(trained: Path, video: Path, tmp_path: Path) -> None:
-    model, _ = load_vsr_checkpoint(trained)
+    model, _ = load_for_inference(trained, VIDEO_SR)
     fp32 = upscale(model, video, tmp_path / "fp32", tile=None, progress=False)
     bf16 = upscale(model, video, tmp_path / "bf16", tile=None, bf16=True, progress=False)
     assert fp32.frames == bf16.frames == 8
@@ -170,7 +178,7 @@ def test_export_gives_the_checkpoint_network(trained: Path, tmp_path: Path) -> N
     out = tmp_path / "vsr.pt2"
     assert hv_vsr(["export", "--checkpoint", str(trained), "-o", str(out)]) == 0
     program = torch.export.load(out).module()
-    model, _ = load_vsr_checkpoint(trained)
+    model, _ = load_for_inference(trained, VIDEO_SR)
     x = torch.rand(1, 3, 3, 64, 64)  # the example input's shape: tile 64, 3 frames
     torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)
 
@@ -181,7 +189,7 @@ def test_max_memory_picks_a_tile_that_fits(trained: Path, video: Path, tmp_path:
     from shared.memory import current_rss_mib
     from video_sr.upscale import IO_ALLOWANCE_MIB, tile_for_memory
 
-    model, _ = load_vsr_checkpoint(trained)
+    model, _ = load_for_inference(trained, VIDEO_SR)
     frame = (180, 320)  # LR of a 720p output
     tile_for_memory(model, 1e6, frame)  # load the profiler once, so RSS is steady below
     base = current_rss_mib()

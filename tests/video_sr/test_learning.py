@@ -19,11 +19,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from shared.engine import load_for_inference
 from shared.engine.image_task import pixel_loss
 from video_sr.cli import main as hv_vsr
 from video_sr.data import TrainClips, discover_clips
 from video_sr.io import open_source
-from video_sr.upscale import load_vsr_checkpoint
+from video_sr.plan import VIDEO_SR
 
 from .conftest import write_clip
 
@@ -45,17 +46,17 @@ def _bikes_crops(root: Path) -> None:
 
 def loss_ratio(checkpoint: Path, data: Path, loss: str, patch: int) -> float:
     """Network loss / bicubic-skip loss on 64 fixed training crops (same crops for both)."""
-    model, meta = load_vsr_checkpoint(checkpoint)
+    model, plan = load_for_inference(checkpoint, VIDEO_SR)
     clips = discover_clips(data)
     torch.manual_seed(0)
-    dataset = TrainClips(clips, 4, meta["num_frames"], "BI", patch, 0)
+    dataset = TrainClips(clips, 4, plan.num_frames, "BI", patch, 0)
     items = [dataset[i % len(dataset)] for i in range(64)]
     lq = torch.stack([x for x, _ in items])
     gt = torch.stack([y for _, y in items])
     loss_fn = pixel_loss(loss)
     with torch.no_grad():
         ours = loss_fn(model(lq), gt)
-        centre = lq[:, :, meta["num_frames"] // 2]
+        centre = lq[:, :, plan.num_frames // 2]
         skip = loss_fn(F.interpolate(centre, scale_factor=4, mode="bicubic"), gt)
     return float(ours / skip)
 
