@@ -142,7 +142,7 @@ def test_checkpoints_written_before_the_contract_still_load(tmp_path: Path, name
         legacy.pop(key)
     generator = torch.Generator().manual_seed(0)
     legacy["state_dict"] = {
-        k: torch.tensor(3) if k.endswith("num_batches_tracked") else torch.randn(s, generator=generator)
+        k: torch.tensor(3) if k.endswith("batches_tracked") else torch.randn(s, generator=generator)
         for k, s in shapes.items()
     }
     path = tmp_path / f"{name}.ckpt"
