@@ -18,14 +18,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from shared.cli import RunConfig
-from shared.engine import ImageToImageTask, InputError, TaskDataModule, resumable_loader
+from shared.engine import ImageToImageTask, InputError, RunConfig, TaskDataModule, resumable_loader
 
 from .data import TrainClips, ValClips, discover_clips
+from .inference import tiled_forward
 from .metrics import psnr
 from .model import PRESETS, VideoSRNet, build_vsr_model, config_dict, matched_cnn
 from .transforms import DEGRADATIONS, SCALES
-from .upscale import tiled_forward
 
 __all__ = ["VSRDataConfig", "VSRModelConfig", "VSRDataModule", "VideoSRTask", "build_task"]
 
