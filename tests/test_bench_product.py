@@ -217,10 +217,19 @@ def test_reuse_keeps_accuracy_never_speed(fake_child: Path) -> None:
     assert not any(run.reused for run in row.runs) and row.stat("score").mean == pytest.approx(0.2)
 
 
-def test_quick_refuses_to_write_under_docs(fake_child: Path) -> None:
+def test_quick_refuses_docs_and_render_refuses_old_reports(
+    fake_child: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _main(_bench(**VARIANTS), ["--quick", "--out-dir", "docs/benchmarks"])
     assert exit_info.value.code == 2
+    assert "--quick numbers never go under docs/" in capsys.readouterr().err
+    old = fake_child / "old.json"
+    old.write_text(json.dumps({"results": [], "facts": {}}))
+    with pytest.raises(SystemExit) as exit_info:
+        _main(_bench(**VARIANTS), ["--render", str(old)])
+    assert exit_info.value.code == 2
+    assert f"--render {old}: no 'rows'" in capsys.readouterr().err
 
 
 def test_machine_load_is_busy_cpu_minus_the_whole_process_tree() -> None:

@@ -404,6 +404,9 @@ def bench_main(
     args = parser.parse_args(argv)
     if args.render is not None:
         data = json.loads(args.render.read_text())
+        if "rows" not in data:
+            parser.error(f"--render {args.render}: no 'rows' (a report written before the "
+                         "shared product harness cannot be re-rendered)")  # fmt: skip
         report = build_report(load_rows(data), data["facts"], data["command"])
         report.date, report.machine = data["date"], data["machine"]
         write_report(report, args.out_dir or args.render.parent, console)
