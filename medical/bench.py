@@ -132,13 +132,13 @@ def _train_config(job: dict[str, Any]) -> dict[str, Any]:
             "patch_size": list(budget.patch),
             "samples_per_case": budget.samples_per_case,
         },
-        "model": {"arch": job["arch"]},
+        "model": {"arch": job["options"]["arch"]},
         "optim": {"lr": budget.lr, "warmup_fraction": budget.warmup_fraction},
         "trainer": {
             "max_steps": budget.steps,
             "max_epochs": budget.steps,  # an epoch is at least one step: steps decide
             "batch_size": budget.batch_size,
-            "precision": job["precision"],
+            "precision": job["options"]["precision"],
             "seed": job["seed"],
             # The held-out cases are the test set: no validation on them during training (only
             # Lightning's sanity check, untimed), and the score is of the last weights, not of
@@ -387,8 +387,9 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
     prepare_dataset(raw, prepared, workers=1)
     cases, images, label_dir = _held_out(raw, work)
     manifest = json.loads((prepared / "dataset.json").read_text())
+
     def job_for(variant: Variant, seed: int | None) -> dict[str, Any]:
-        return {**variant.options, "budget": asdict(budget), "prepared": str(prepared),
+        return {"budget": asdict(budget), "prepared": str(prepared),
                 "images": images, "cases": cases, "label_dir": str(label_dir),
                 "labels": manifest["labels"]}  # fmt: skip
 
