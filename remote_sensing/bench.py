@@ -12,81 +12,71 @@ split, the initialisation and the batch order, so all variants of one seed share
 
 Variants: our hybrid, our pure-CNN control at matched parameters, timm resnet18 (the simple
 baseline a user would pick) and timm coatnet_nano adapted to the band count; ablations: the
-hybrid with rotation augmentation off, and with the last-stage head only. Every run uses one
-torch thread, so speeds compare across runs (and ``--jobs 2`` may run two at once). Train
-img/s is the whole ``fit`` (data loading and validation included) divided into its images;
+hybrid with rotation augmentation off, and with the last-stage head only. Every run is a process
+with one torch thread, so speeds compare across runs (and ``--jobs 2`` may run two at once).
+Train img/s is the whole ``fit`` (data loading and validation included) divided into its images;
 inference img/s is forward passes of a batch of 64 after training. The default data is the
 procedural set of :mod:`remote_sensing.synthetic`; ``--data`` takes a EuroSAT-layout folder.
+Processes, seeds, statistics, failures, ``--reuse``, load and the report are
+:mod:`shared.bench.product`'s; this file holds what is remote sensing's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import math
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from rich.console import Console
 
-from shared.bench import OURS, BenchResult, Report, Section, Table, command_line, write_report
-from shared.layers import count_parameters
+from shared.bench import (
+    OURS,
+    Column,
+    ProductBench,
+    Report,
+    Row,
+    Section,
+    Table,
+    Variant,
+    add_arguments,
+    bench_main,
+    format_stat,
+    paired,
+    product_report,
+)
 
-from .metrics import format_f1
+__all__ = ["BENCH", "VIEWS", "build_report", "goals", "main", "run_child", "train_argv"]
 
-__all__ = ["VARIANTS", "VIEWS", "BenchRun", "main", "run_bench", "run_one"]
-
-# name -> (hv-rs train flags, family)
-VARIANTS: dict[str, tuple[list[str], str]] = {
-    "hybrid": (["--model.arch", "hybrid"], OURS),
-    "cnn (matched)": (["--model.arch", "cnn"], OURS),
-    "resnet18": (["--model.arch", "resnet18"], "timm"),
-    "coatnet_nano": (["--model.arch", "coatnet_nano"], "timm"),
-    "hybrid, no rotation aug": (["--model.arch", "hybrid", "--data.rotate", "false"], OURS),
-    "hybrid, last-stage head": (["--model.arch", "hybrid", "--model.multiscale_head", "false"],
-                                OURS),
-}  # fmt: skip
-BASELINES = ("cnn (matched)", "resnet18", "coatnet_nano")
 VIEWS = ("plain", "rotate", "d4", "scale0.5", "scale2")
 TTA_VIEWS = ("plain", "rotate")
+VARIANTS = [
+    Variant("hybrid", OURS, {"flags": ["--model.arch", "hybrid"], "tta": True}),
+    Variant("cnn (matched)", OURS, {"flags": ["--model.arch", "cnn"]}),
+    Variant("resnet18", "timm", {"flags": ["--model.arch", "resnet18"]}),
+    Variant("coatnet_nano", "timm", {"flags": ["--model.arch", "coatnet_nano"]}),
+    Variant("hybrid, no rotation aug", OURS,
+            {"flags": ["--model.arch", "hybrid", "--data.rotate", "false"]}),
+    Variant("hybrid, last-stage head", OURS,
+            {"flags": ["--model.arch", "hybrid", "--model.multiscale_head", "false"]}),
+]  # fmt: skip
+BASELINES = ("cnn (matched)", "resnet18", "coatnet_nano")
 
 
-@dataclass
-class BenchRun:
-    """One variant at one seed: what ``hv-rs train`` and ``hv-rs evaluate`` are given."""
-
-    root: str
-    variant: str
-    seed: int
-    steps: int
-    batch: int
-    lr: float
-    chip: int
-    runs_dir: str
-    tta: bool = False
-
-    @property
-    def name(self) -> str:
-        """Run folder name under ``runs_dir``."""
-        slug = "".join(c if c.isalnum() else "-" for c in self.variant).strip("-")
-        return f"{slug}-seed{self.seed}"
-
-    def train_argv(self) -> list[str]:
-        """The ``hv-rs train`` command line of this run."""
-        return ["train", "--data.root", self.root, "--data.chip_size", str(self.chip),
-                *VARIANTS[self.variant][0],
-                "--optim.lr", str(self.lr), "--trainer.seed", str(self.seed),
-                "--trainer.max_steps", str(self.steps), "--trainer.max_epochs", "100000",
-                "--trainer.batch_size", str(self.batch), "--trainer.accelerator", "cpu",
-                "--trainer.progress", "false", "--run.runs_dir", self.runs_dir,
-                "--run.name", self.name, "--run.overwrite", "true"]  # fmt: skip
+def train_argv(job: dict[str, Any]) -> list[str]:
+    """The ``hv-rs train`` command line of one job (one variant at one seed)."""
+    run_dir = Path(job["run_dir"])
+    return ["train", "--data.root", job["root"], "--data.chip_size", str(job["chip"]),
+            *job["options"]["flags"],
+            "--optim.lr", str(job["lr"]), "--trainer.seed", str(job["seed"]),
+            "--trainer.max_steps", str(job["steps"]), "--trainer.max_epochs", "100000",
+            "--trainer.batch_size", str(job["batch"]), "--trainer.accelerator", "cpu",
+            "--trainer.progress", "false", "--run.runs_dir", str(run_dir.parent),
+            "--run.name", run_dir.name, "--run.overwrite", "true"]  # fmt: skip
 
 
 @torch.no_grad()
@@ -100,197 +90,148 @@ def _infer_rate(model: torch.nn.Module, channels: int, size: int, batch: int = 6
     return runs * batch / (time.perf_counter() - started)
 
 
-def run_one(run: BenchRun) -> dict:
-    """Train with ``hv-rs train``, score with ``hv-rs evaluate``; one torch thread throughout."""
-    from .cli import main as hv_rs
+def _load_network(checkpoint: Path) -> Any:
+    """The trained network and its preprocessing, as ``hv-rs predict`` loads them."""
     from .predict import load_predictor
 
+    return load_predictor(checkpoint)
+
+
+def run_child(job: dict[str, Any]) -> dict[str, Any]:
+    """Train with ``hv-rs train``, score with ``hv-rs evaluate``; one torch thread throughout."""
+    from shared.layers import count_parameters
+
+    from .cli import main as hv_rs
+
     torch.set_num_threads(1)
-    run_dir = Path(run.runs_dir) / run.name
-    # A fresh folder: an earlier run's checkpoints and logs must not mix into this one's.
-    shutil.rmtree(run_dir, ignore_errors=True)
-    if hv_rs(run.train_argv()) != 0:
-        raise RuntimeError(f"hv-rs train failed for {run.name}")
+    run_dir = Path(job["run_dir"])
+    if hv_rs(train_argv(job)) != 0:
+        raise RuntimeError(f"hv-rs train failed (see {run_dir / 'bench.log'})")
     summary = json.loads((run_dir / "summary.json").read_text())
     best = run_dir / (summary["best_checkpoint"] or summary["last_checkpoint"])
-    scores = {}
+    metrics: dict[str, float] = {}
     for tta, views in ((False, VIEWS), (True, TTA_VIEWS)):
-        if tta and not run.tta:
+        if tta and not job["options"].get("tta"):
             continue
         out = run_dir / ("evaluation_tta" if tta else "evaluation")
         argv = ["evaluate", "--checkpoint", str(best), "--split", "test", "--views", *views,
                 "-o", str(out), *(["--tta"] if tta else [])]  # fmt: skip
         if hv_rs(argv) != 0:
-            raise RuntimeError(f"hv-rs evaluate failed for {run.name}")
-        result = json.loads((out / "evaluation_test.json").read_text())["scores"]
+            raise RuntimeError(f"hv-rs evaluate{' --tta' if tta else ''} failed on {best}")
         # The confusion matrices stay in the run folder; the report keeps the scores.
-        scores.update({f"{v}+tta" if tta else v: {k: x for k, x in s.items() if k != "confusion"}
-                       for v, s in result.items()})  # fmt: skip
-    predictor = load_predictor(best)
+        scores = json.loads((out / "evaluation_test.json").read_text())["scores"]
+        metrics.update({f"f1_{v}{'+tta' if tta else ''}": s["macro_f1"] for v, s in scores.items()})
+        if not tta:
+            classes, count = list(scores["plain"]["per_class_f1"]), scores["plain"]["count"]
+            # A class absent from the test split and never predicted has no F1 (None): NaN here.
+            metrics.update({f"f1/{c}": math.nan if f is None else f
+                            for c, f in scores["plain"]["per_class_f1"].items()})  # fmt: skip
+    metrics["rotation_drop_points"] = 100 * (metrics["f1_plain"] - metrics["f1_rotate"])
+    predictor = _load_network(best)
     pre = predictor.pre
-    return {
-        "variant": run.variant, "seed": run.seed, "scores": scores,
-        "params": count_parameters(predictor.model),
-        "train_img_per_s": run.steps * run.batch / summary["seconds_this_attempt"],
-        "train_seconds": summary["seconds_this_attempt"],
-        "infer_img_per_s": _infer_rate(predictor.model, len(pre.bands), pre.chip_size),
-        "best_val_macro_f1": summary["best_value"], "checkpoint": str(best),
-        "bands": pre.bands, "classes": pre.class_names, "chip": pre.chip_size,
-        "test_count": scores["plain"]["count"],
-    }  # fmt: skip
+    metrics.update(
+        params=count_parameters(predictor.model),
+        train_img_per_s=job["steps"] * job["batch"] / summary["seconds_this_attempt"],
+        train_seconds=summary["seconds_this_attempt"],
+        infer_img_per_s=_infer_rate(predictor.model, len(pre.bands), pre.chip_size),
+        best_val_macro_f1=summary["best_value"],
+    )
+    info = {"checkpoint": str(best), "bands": pre.bands, "classes": classes, "test_count": count}
+    return {"metrics": metrics, "info": info}
 
 
-def _aggregate(name: str, runs: list[dict]) -> BenchResult:
-    """Mean and std over seeds of every view's macro-F1 and of the speeds."""
-    metrics: dict[str, float] = {}
-    for view in runs[0]["scores"]:
-        values = [r["scores"][view]["macro_f1"] for r in runs]
-        metrics[f"f1_{view}"] = float(np.mean(values))
-        metrics[f"f1_{view}_std"] = float(np.std(values))
-    drops = [100 * (r["scores"]["plain"]["macro_f1"] - r["scores"]["rotate"]["macro_f1"])
-             for r in runs]  # fmt: skip
-    metrics["rotation_drop_points"] = float(np.mean(drops))
-    metrics["rotation_drop_points_std"] = float(np.std(drops))
-    for key in ("train_img_per_s", "infer_img_per_s", "train_seconds"):
-        metrics[key] = float(np.mean([r[key] for r in runs]))
-    classes = runs[0]["classes"]
-    per_class: dict[str, float | None] = {}
-    for c in classes:  # a class absent from a run's test split has no F1 (None) there
-        values = [f1 for r in runs if (f1 := r["scores"]["plain"]["per_class_f1"][c]) is not None]
-        per_class[c] = float(np.mean(values)) if values else None
-    first = runs[0]
-    shape = [len(first["bands"]), first["chip"], first["chip"]]
-    return BenchResult(name, VARIANTS[name][1], 2, shape, 1, first["params"], metrics,
-                       {"per_class_f1": per_class, "runs": runs})  # fmt: skip
+def _drop(row: Row) -> str:
+    return format_stat(row.stat("rotation_drop_points"), "+.1f")
 
 
-def run_bench(
-    root: Path, variants: list[str], seeds: list[int], steps: int, batch: int, lr: float,
-    chip: int, runs_dir: Path, jobs: int, console: Console,
-) -> tuple[list[BenchResult], dict]:  # fmt: skip
-    """Every variant at every seed through the CLI; one result per variant (seed mean, std)."""
-    plan = [BenchRun(str(root), v, s, steps, batch, lr, chip, str(runs_dir), tta=v == "hybrid")
-            for v in variants for s in seeds]  # fmt: skip
-    done: list[dict] = []
-    if jobs <= 1:
-        for run in plan:
-            done.append(run_one(run))
-            _say(console, done[-1])
-    else:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            for result in pool.map(run_one, plan):
-                done.append(result)
-                _say(console, result)
-    results = [_aggregate(v, [r for r in done if r["variant"] == v]) for v in variants]
-    pairs = {}
-    if "hybrid" in variants:
-        for other in variants:
-            if other == "hybrid":
-                continue
-            diffs = [100 * (h["scores"]["plain"]["macro_f1"] - o["scores"]["plain"]["macro_f1"])
-                     for h in done if h["variant"] == "hybrid"
-                     for o in done if o["variant"] == other and o["seed"] == h["seed"]]  # fmt: skip
-            pairs[other] = {"mean": float(np.mean(diffs)), "std": float(np.std(diffs)),
-                            "per_seed": diffs}  # fmt: skip
-    first = done[0]
-    facts = {"root": str(root), "classes": first["classes"], "bands": first["bands"],
-             "chip": chip, "test_count": first["test_count"], "steps": steps, "batch": batch,
-             "lr": lr, "seeds": seeds, "jobs": jobs, "hybrid_minus": pairs,
-             "train_command": "hv-rs " + " ".join(plan[0].train_argv())}  # fmt: skip
-    return results, facts
+BENCH = ProductBench(
+    name="remote_sensing",
+    title="Remote-sensing scene classification benchmark",
+    prog="hv-rs bench",
+    child="remote_sensing.bench:run_child",
+    variants={v.name: v for v in VARIANTS},
+    ours="hybrid",
+    baseline="resnet18",
+    columns=[
+        Column("params M", "params", ".2f", scale=1e-6, spread=False),
+        Column("macro-F1", "f1_plain", better="higher", plot=True),
+        Column("rotated", "f1_rotate", better="higher"),
+        Column("D4", "f1_d4", better="higher"),
+        Column("0.5x scale", "f1_scale0.5", better="higher"),
+        Column("2x scale", "f1_scale2", better="higher"),
+        Column("rotation drop (pts)", "rotation_drop_points", "+.1f"),
+        Column("train img/s", "train_img_per_s", ".1f", better="higher", plot=True),
+        Column("infer img/s", "infer_img_per_s", ".0f", better="higher"),
+    ],
+    speed_keys=frozenset({"train_img_per_s", "train_seconds", "infer_img_per_s"}),
+    quick={"per_class": 24, "steps": 4, "batch": 8, "seeds": [0, 1],
+           "models": ["hybrid", "resnet18"]},  # fmt: skip
+)
 
 
-def _say(console: Console, r: dict) -> None:
-    s = r["scores"]
-    console.print(f"[bold]{r['variant']} seed {r['seed']}[/]: macro-F1 "
-                  f"{s['plain']['macro_f1']:.3f}, rotated {s['rotate']['macro_f1']:.3f}, "
-                  f"fit {r['train_seconds']:.0f} s")  # fmt: skip
-
-
-def _cell(r: BenchResult, key: str) -> str:
-    if key not in r.metrics:
-        return "-"
-    return f"{r.metrics[key]:.3f} ± {r.metrics[key + '_std']:.3f}"
-
-
-def goals(results: list[BenchResult], facts: dict) -> list[str]:
+def goals(rows: list[Row], facts: dict[str, Any]) -> list[str]:
     """The issue's goals, each PASS or FAIL, and the measured hybrid - CNN difference."""
-    by_name = {r.name: r for r in results}
-    if "hybrid" not in by_name:
+    by_name = {row.name: row for row in rows}
+    hybrid = by_name.get("hybrid")
+    if hybrid is None or hybrid.stat("f1_plain").n == 0:
         return []
-    hybrid = by_name["hybrid"].metrics
-    lines = []
+    lines, f1 = [], hybrid.stat("f1_plain").mean
     for other in BASELINES:
-        if other in by_name:
-            pair = facts["hybrid_minus"][other]
-            verdict = "PASS" if hybrid["f1_plain"] >= by_name[other].metrics["f1_plain"] else "FAIL"
+        if other in by_name and by_name[other].stat("f1_plain").n:
+            diff = paired(hybrid, by_name[other], "f1_plain", 100)
+            verdict = "PASS" if f1 >= by_name[other].stat("f1_plain").mean else "FAIL"
             lines.append(f"{verdict}: hybrid macro-F1 >= {other}: hybrid minus {other} "
-                         f"{pair['mean']:+.1f} ± {pair['std']:.1f} points (per seed "
-                         f"{', '.join(f'{d:+.1f}' for d in pair['per_seed'])}).")  # fmt: skip
-    drop, spread = hybrid["rotation_drop_points"], hybrid["rotation_drop_points_std"]
-    lines.append(f"{'PASS' if drop <= 0.5 else 'FAIL'}: hybrid F1 drop under arbitrary rotation "
-                 f"(augmentation on) {drop:+.1f} ± {spread:.1f} points; goal <= 0.5.")  # fmt: skip
-    if "f1_rotate+tta" in hybrid:
-        tta_drop = 100 * (hybrid["f1_plain+tta"] - hybrid["f1_rotate+tta"])
-        lines.append(
-            f"With D4 x 2-scale TTA the hybrid scores {hybrid['f1_plain+tta']:.3f} plain "
-            f"and {hybrid['f1_rotate+tta']:.3f} rotated (drop {tta_drop:+.1f} points)."
-        )
-    if "cnn (matched)" in facts["hybrid_minus"]:
-        pair = facts["hybrid_minus"]["cnn (matched)"]
-        lines.append(f"Measured hybrid minus matched pure CNN: {pair['mean']:+.1f} ± "
-                     f"{pair['std']:.1f} macro-F1 points; the brief claims +5.8.")  # fmt: skip
-    lines.append(f"Resolution: the test split has {facts['test_count']} chips, so one chip is "
-                 f"about {100 / max(1, facts['test_count']):.1f} points of accuracy.")  # fmt: skip
+                         f"{format_stat(diff, '+.1f')} points (per seed "
+                         f"{', '.join(f'{d:+.1f}' for d in diff.values)}).")  # fmt: skip
+    drop = hybrid.stat("rotation_drop_points")
+    lines.append(f"{'PASS' if drop.mean <= 0.5 else 'FAIL'}: hybrid F1 drop under arbitrary "
+                 f"rotation (augmentation on) {_drop(hybrid)} points; goal <= 0.5.")  # fmt: skip
+    if hybrid.stat("f1_rotate+tta").n:
+        plain, rotated = hybrid.stat("f1_plain+tta").mean, hybrid.stat("f1_rotate+tta").mean
+        lines.append(f"With D4 x 2-scale TTA the hybrid scores {plain:.3f} plain and "
+                     f"{rotated:.3f} rotated (drop {100 * (plain - rotated):+.1f} "
+                     "points).")  # fmt: skip
+    if "cnn (matched)" in by_name:
+        diff = paired(hybrid, by_name["cnn (matched)"], "f1_plain", 100)
+        lines.append(f"Measured hybrid minus matched pure CNN: {format_stat(diff, '+.1f')} "
+                     "macro-F1 points; the brief claims +5.8.")  # fmt: skip
+    count = facts.get("test_count") or 0
+    lines.append(f"Resolution: the test split has {count} chips, so one chip is about "
+                 f"{100 / max(1, count):.1f} points of accuracy.")  # fmt: skip
     return lines
 
 
-def build_report(results: list[BenchResult], facts: dict, command: str,
-                 wall_seconds: float) -> Report:  # fmt: skip
-    """One row per variant: params, macro-F1 under each view (mean ± std over seeds), speed."""
-    columns = ["model", "params M", "macro-F1", "rotated", "D4", "0.5x scale", "2x scale",
-               "rotation drop (pts)", "train img/s", "infer img/s"]  # fmt: skip
-    rows = [[r.label, f"{r.params / 1e6:.2f}", *[_cell(r, f"f1_{v}") for v in VIEWS],
-             f"{r.metrics['rotation_drop_points']:+.1f} ± "
-             f"{r.metrics['rotation_drop_points_std']:.1f}",
-             f"{r.metrics['train_img_per_s']:.1f}", f"{r.metrics['infer_img_per_s']:.0f}"]
-            for r in results]  # fmt: skip
-    tta_rows = [[r.label, *[_cell(r, f"f1_{v}+tta") for v in TTA_VIEWS]]
-                for r in results if "f1_plain+tta" in r.metrics]  # fmt: skip
-    sections = [
-        Section("Goals", notes=[f"- {line}" for line in goals(results, facts)]),
-        Section(
-            "Same data, same budget, same CLI; mean ± std over seeds",
-            table=Table(columns, rows, bold=[r.family == OURS for r in results]),
-        ),
-    ]
-    if tta_rows:
-        sections.append(
-            Section(
-                "With test-time augmentation (hv-rs evaluate --tta: D4 x 2 scales)",
-                table=Table(["model", "macro-F1", "rotated"], tta_rows),
-            )
-        )
-    classes = facts["classes"]
-    per_class = Table(["model", *classes],
-                      [[r.label, *[format_f1(r.info["per_class_f1"][c], 2) for c in classes]]
-                       for r in results])  # fmt: skip
-    sections.append(Section("Per-class F1 (plain view, seed mean)", table=per_class))
-    return Report(
-        name="remote_sensing",
-        title="Remote-sensing scene classification benchmark",
-        command=command,
+def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report:
+    """The harness's table (macro-F1 under each view, speeds), goals, TTA and per-class F1."""
+    tta = [row for row in rows if row.stat("f1_plain+tta").n]
+    sections = []
+    if tta:
+        sections.append(Section(
+            "With test-time augmentation (hv-rs evaluate --tta: D4 x 2 scales)",
+            table=Table(["model", "macro-F1", "rotated"],
+                        [[r.label, *(format_stat(r.stat(f"f1_{v}+tta")) for v in TTA_VIEWS)]
+                         for r in tta]),
+        ))  # fmt: skip
+    classes = next((row.info("classes") for row in rows if row.ok), [])
+    sections.append(Section(
+        "Per-class F1 (plain view, mean over seeds)",
+        table=Table(["model", *classes],
+                    [[r.label, *(format_stat(r.stat(f"f1/{c}"), ".2f", spread=False)
+                                 for c in classes)] for r in rows]),
+    ))  # fmt: skip
+    first = next((row for row in rows if row.ok), None)
+    bands = ", ".join(first.info("bands")) if first else "?"
+    facts = {**facts, "test_count": first.info("test_count") if first else 0}
+    return product_report(
+        BENCH, rows, facts, command,
+        goals=goals(rows, facts),
         sections=sections,
-        data={"facts": facts, "results": results, "wall_seconds": wall_seconds},
-        plot=lambda figure: _plot(figure, results),
-        facts={
-            "Data": f"{facts['root']}: {len(facts['classes'])} classes, bands "
-            f"{', '.join(facts['bands'])}, {facts['chip']} px chips, "
-            f"{facts['test_count']} test chips (seeded stratified split per seed)",
+        fact_lines={
+            "Data": f"{facts['root']}: {len(classes)} classes, bands {bands}, {facts['chip']} px "
+            f"chips, {facts['test_count']} test chips (a seeded stratified split per seed)",
             "Budget": f"{facts['steps']} optimiser steps x batch {facts['batch']} per run (lr "
-            f"{facts['lr']}, the CLI's AdamW + warmup + cosine), seeds {facts['seeds']}, one "
-            f"torch thread per run, {facts['jobs']} run(s) at a time; whole benchmark "
-            f"{wall_seconds / 60:.1f} min wall",
+            f"{facts['lr']}, the CLI's AdamW + warmup + cosine), one torch thread per run, "
+            f"{facts['jobs']} run(s) at a time",
             "Each run": f"`{facts['train_command']}` (variant flags and seed vary), then `hv-rs "
             "evaluate --checkpoint <run>/checkpoints/best.ckpt --views plain rotate d4 scale0.5 "
             "scale2`",
@@ -299,74 +240,50 @@ def build_report(results: list[BenchResult], facts: dict, command: str,
         "Training and scoring go through hv-rs train / hv-rs evaluate: the task's cross-entropy, "
         "D4 + arbitrary-angle rotation (reflected borders) + scale-jitter augmentation unless the "
         "row says otherwise, best checkpoint by validation macro-F1. Macro-F1 (never micro-F1) on "
-        "the test split; mean ± std over seeds. Rotated: every chip turned by its own random "
-        "angle with reflected borders; D4: softmax pooled over the 8 rotations/flips; 0.5x / 2x: "
-        "ground scale halved (centre magnified) or doubled (shrunk, reflected). Rotation drop: "
-        "plain minus rotated, in F1 points. Train img/s: images of the run over its whole fit "
-        "time (loading and validation included); the machine is shared, so speeds are noisy.",
-    )
+        "the test split. Rotated: every chip turned by its own random angle with reflected "
+        "borders; D4: softmax pooled over the 8 rotations/flips; 0.5x / 2x: ground scale halved "
+        "(centre magnified) or doubled (shrunk, reflected). Rotation drop: plain minus rotated, "
+        "in F1 points. Train img/s: images of the run over its whole fit time (loading and "
+        "validation included).",
+    )  # fmt: skip
 
 
-def _plot(figure, results: list[BenchResult]) -> None:
-    axes = figure.add_subplot()
-    width = 0.8 / max(1, len(results))
-    for i, r in enumerate(results):
-        values = [r.metrics[f"f1_{v}"] for v in VIEWS]
-        errors = [r.metrics[f"f1_{v}_std"] for v in VIEWS]
-        axes.bar(np.arange(len(VIEWS)) + i * width, values, width, yerr=errors, label=r.label)
-    axes.set_xticks(np.arange(len(VIEWS)) + 0.4 - width / 2, list(VIEWS))
-    axes.set_ylabel("macro-F1 (test)")
-    axes.set_ylim(0, 1)
-    axes.legend(fontsize=6)
+def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]:
+    """The data (the procedural set unless ``--data``); the job of each variant and seed."""
+    root = args.data
+    if root is None:
+        from .synthetic import write_demo_dataset
+
+        root = work / f"S2Procedural_{args.per_class}x{args.chip}"
+        if not root.is_dir():
+            write_demo_dataset(root, args.per_class, args.chip)
+    root = Path(root).resolve()
+    budget = {"root": str(root), "chip": args.chip, "steps": args.steps, "batch": args.batch,
+              "lr": args.lr}  # fmt: skip
+
+    def job_for(variant: Variant, seed: int | None) -> dict[str, Any]:
+        return dict(budget)
+
+    example = {**budget, "options": {"flags": ["--model.arch", "ARCH"]}, "seed": "SEED",
+               "run_dir": "RUNS/NAME"}  # fmt: skip
+    return job_for, {**budget, "train_command": "hv-rs " + " ".join(train_argv(example))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``hv-rs bench``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="hv-rs bench",
-        description=__doc__,
+        prog="hv-rs bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    )  # fmt: skip
     parser.add_argument("--data", type=Path, default=None, help="EuroSAT-layout folder")
     parser.add_argument("--per-class", type=int, default=150, help="procedural chips per class")
     parser.add_argument("--chip", type=int, default=32)
     parser.add_argument("--steps", type=int, default=120, help="optimiser steps per run")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--models", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="default docs/benchmarks (--quick: WORK_DIR/quick)")  # fmt: skip
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/bench/remote_sensing"))
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run (minutes): defaults become 24 chips/class, 4 steps "
-                        "x batch 8, seeds 0 1, hybrid and resnet18; given flags win")  # fmt: skip
-    if "--quick" in argv:
-        # Defaults only: a flag given with --quick keeps its value; never writes docs/.
-        parser.set_defaults(per_class=24, steps=4, batch=8, seeds=[0, 1],
-                            models=["hybrid", "resnet18"])  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.out_dir is None:
-        args.out_dir = args.work_dir / "quick" if args.quick else Path("docs/benchmarks")
-    console = Console()
-    started = time.perf_counter()
-    root = args.data
-    if root is None:
-        from .synthetic import write_demo_dataset
-
-        root = args.work_dir / f"S2Procedural_{args.per_class}x{args.chip}"
-        if not root.is_dir():
-            write_demo_dataset(root, args.per_class, args.chip)
-    results, facts = run_bench(root, args.models, args.seeds, args.steps, args.batch, args.lr,
-                               args.chip, args.work_dir / "runs", args.jobs, console)  # fmt: skip
-    report = build_report(results, facts, command_line("hv-rs bench", argv),
-                          time.perf_counter() - started)  # fmt: skip
-    write_report(report, args.out_dir, console)
-    for line in goals(results, facts):
-        console.print(line)
-    return 0
+    add_arguments(parser, BENCH, "runs/bench/remote_sensing")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return bench_main(BENCH, parser, argv, _prepare, build_report)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ __all__ = [
     "resolve_threads",
     "tensor_bytes",
     "time_call",
+    "tree_cpu_seconds",
 ]
 
 ALL_CORES = torch.get_num_threads()
@@ -113,30 +114,74 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, Any]:
     return counter.get_total_flops() / 2, out
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process), or None off Linux."""
+def _machine_busy_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (``/proc/stat``), or None off Linux."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     except (OSError, IndexError):
         return None
     # user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy.
     ticks = [int(value) for value in fields[:8]]
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and its reaped children) from /proc/<pid>/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone between listing /proc and reading it
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields start after the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[1] is ppid; fields[11:15] are utime, stime, cutime, cstime (man 5 proc).
+    ticks = sum(int(value) for value in fields[11:15])
+    return int(fields[1]), ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds of a process and all its descendants, running or finished (Linux).
+
+    A finished child that was waited for is in its parent's ``cutime``/``cstime``; a running
+    descendant is read from its own ``/proc/<pid>/stat``. psutil is not a dependency, so the
+    process tree is built here from ``/proc/*/stat``'s parent pids.
+    """
+    pid = os.getpid() if pid is None else pid
+    parents: dict[int, list[int]] = {}
+    seconds: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None:
+                parents.setdefault(stat[0], []).append(int(entry.name))
+                seconds[int(entry.name)] = stat[1]
+    own = _proc_stat(pid)
+    total, todo = (own[1] if own else 0.0), list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        total += seconds.get(child, 0.0)
+        todo += parents.get(child, [])
+    return total
 
 
 class MachineLoad:
-    """How many cores other processes kept busy while a benchmark ran (Linux only)."""
+    """How many cores other processes kept busy while a benchmark ran (Linux only).
 
-    def __init__(self) -> None:
-        self._start = _cpu_seconds()
+    Other processes' CPU is the machine's busy CPU minus this process's whole tree: the
+    benchmark's own child processes (one per trained model in the product benchmarks) are the
+    benchmark, not other load.
+    """
+
+    def __init__(self, read: Callable[[], tuple[float | None, float]] | None = None) -> None:
+        """``read`` returns (machine busy seconds, this tree's CPU seconds); tests inject it."""
+        self._read = read or (lambda: (_machine_busy_seconds(), tree_cpu_seconds()))
+        self._start = self._read()
         self._started = time.perf_counter()
 
-    def other_cores(self) -> float | None:
+    def other_cores(self, wall: float | None = None) -> float | None:
         """Average number of cores busy with other processes since construction."""
-        end, wall = _cpu_seconds(), time.perf_counter() - self._started
-        if self._start is None or end is None or wall <= 0:
+        end = self._read()
+        wall = time.perf_counter() - self._started if wall is None else wall
+        if self._start[0] is None or end[0] is None or wall <= 0:
             return None
         others = (end[0] - self._start[0]) - (end[1] - self._start[1])
         return max(others, 0.0) / wall

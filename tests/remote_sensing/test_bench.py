@@ -1,4 +1,5 @@
-"""hv-rs bench: a tiny run through the real train/evaluate commands, and the goal verdicts."""
+"""hv-rs bench: a tiny run through the real train/evaluate commands, and the goal verdicts on
+made-up runs."""
 
 from __future__ import annotations
 
@@ -8,68 +9,75 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from remote_sensing.bench import VIEWS, goals, main
-from shared.bench import OURS, BenchResult
+from remote_sensing.bench import BENCH, VIEWS, goals, main
+from shared.bench import Row, Run
 
 
 def test_quick_bench_trains_and_scores_through_the_cli(tmp_path: Path, rasters) -> None:
     root = rasters.make_eurosat(tmp_path / "data", 4, per_class=6)
     work = tmp_path / "work"
     # --quick: two seeds, hybrid and resnet18, batch 8, report under WORK/quick; --steps wins.
-    assert main(["--quick", "--data", str(root), "--steps", "2", "--work-dir", str(work)]) == 0
+    # Two one-thread children at a time (--jobs 2): the CI machine has two cores.
+    argv = ["--quick", "--data", str(root), "--steps", "2", "--work-dir", str(work), "--jobs", "2"]
+    assert main(argv) == 0
     out = work / "quick"
     report = json.loads((out / "remote_sensing.json").read_text())
     assert (out / "remote_sensing.png").is_file()
-    results = {r["name"]: r for r in report["results"]}
-    assert list(results) == ["hybrid", "resnet18"]
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["hybrid", "resnet18"]
+    text = (out / "remote_sensing.md").read_text()
     for name, arch in (("hybrid", "hybrid"), ("resnet18", "resnet18")):
-        runs = results[name]["info"]["runs"]
-        assert [r["seed"] for r in runs] == [0, 1]
+        runs = rows[name]["runs"]
+        assert [r["seed"] for r in runs] == [0, 1] and all(r["error"] is None for r in runs)
         for run in runs:
             # Trained by hv-rs train (its run folder and config), scored by hv-rs evaluate.
-            run_dir = Path(run["checkpoint"]).parent.parent
+            run_dir = Path(run["run_dir"])
             config = yaml.safe_load((run_dir / "config.yaml").read_text())
             assert config["model"]["arch"] == arch and config["trainer"]["seed"] == run["seed"]
             assert config["trainer"]["max_steps"] == 2 and config["trainer"]["batch_size"] == 8
-            assert (run_dir / "evaluation" / "evaluation_test.json").is_file()
-            assert set(VIEWS) <= set(run["scores"])
-        metrics = results[name]["metrics"]
+            scores = json.loads((run_dir / "evaluation" / "evaluation_test.json").read_text())
+            for view in VIEWS:
+                assert run["metrics"][f"f1_{view}"] == scores["scores"][view]["macro_f1"]
+        stats = rows[name]["stats"]
         for view in VIEWS:
-            values = [r["scores"][view]["macro_f1"] for r in runs]
-            assert np.isclose(metrics[f"f1_{view}"], np.mean(values))
-            assert np.isclose(metrics[f"f1_{view}_std"], np.std(values))
-        assert metrics["train_img_per_s"] > 0 and metrics["infer_img_per_s"] > 0
+            values = [r["metrics"][f"f1_{view}"] for r in runs]
+            assert np.isclose(stats[f"f1_{view}"]["mean"], np.mean(values))
+            assert np.isclose(stats[f"f1_{view}"]["std"], np.std(values, ddof=1))
+        plain = [r["metrics"]["f1_plain"] for r in runs]
+        cell = f"{np.mean(plain):.3f} ± {np.std(plain, ddof=1):.3f}"
+        assert f"| {name}{' (ours)' if name == 'hybrid' else ''} | " in text and cell in text
+        assert stats["train_img_per_s"]["mean"] > 0 and stats["infer_img_per_s"]["mean"] > 0
     # Only the hybrid gets the TTA evaluation.
-    assert "f1_rotate+tta" in results["hybrid"]["metrics"]
-    assert "f1_rotate+tta" not in results["resnet18"]["metrics"]
-    text = (out / "remote_sensing.md").read_text()
-    f1 = {name: r["metrics"]["f1_plain"] for name, r in results.items()}
+    assert "f1_rotate+tta" in rows["hybrid"]["runs"][0]["metrics"]
+    assert "f1_rotate+tta" not in rows["resnet18"]["runs"][0]["metrics"]
+    f1 = {name: r["stats"]["f1_plain"]["mean"] for name, r in rows.items()}
     hybrid_wins = f1["hybrid"] >= f1["resnet18"]
     assert f"{'PASS' if hybrid_wins else 'FAIL'}: hybrid macro-F1 >= resnet18" in text
     assert "drop under arbitrary rotation" in text and "hv-rs train --data.root" in text
+    assert "Reproduce: `hv-rs bench --quick --data" in text
 
 
-def _result(name: str, plain: float, rotate: float, family: str = OURS) -> BenchResult:
-    metrics = {
-        "f1_plain": plain,
-        "f1_rotate": rotate,
-        "rotation_drop_points": 100 * (plain - rotate),
-        "rotation_drop_points_std": 0.0,
-    }
-    return BenchResult(name, family, 2, [4, 32, 32], 1, 1, metrics)  # fmt: skip
+def _row(name: str, *f1: tuple[float, float]) -> Row:
+    runs = [Run(name, seed, {"f1_plain": plain, "f1_rotate": rotate,
+                             "rotation_drop_points": 100 * (plain - rotate)})
+            for seed, (plain, rotate) in enumerate(f1)]  # fmt: skip
+    return Row(name, BENCH.variants[name].family, True, runs)
 
 
 def test_goals_pass_and_fail() -> None:
-    results = [_result("hybrid", 0.90, 0.897), _result("cnn (matched)", 0.92, 0.9),
-               _result("resnet18", 0.80, 0.8, "timm")]  # fmt: skip
-    facts = {"test_count": 200, "hybrid_minus": {
-        "cnn (matched)": {"mean": -2.0, "std": 1.0, "per_seed": [-1.0, -3.0]},
-        "resnet18": {"mean": 10.0, "std": 0.0, "per_seed": [10.0, 10.0]}}}  # fmt: skip
-    lines = goals(results, facts)
-    assert lines[0].startswith("FAIL: hybrid macro-F1 >= cnn (matched)")
-    assert lines[1].startswith("PASS: hybrid macro-F1 >= resnet18")
-    assert lines[2].startswith("PASS: hybrid F1 drop under arbitrary rotation")
-    assert "(augmentation on) +0.3" in lines[2]
-    assert "hybrid minus matched pure CNN: -2.0" in lines[3] and "+5.8" in lines[3]
-    results[0] = _result("hybrid", 0.90, 0.89)
-    assert goals(results, facts)[2].startswith("FAIL: hybrid F1 drop")
+    rows = [_row("hybrid", (0.90, 0.897), (0.92, 0.915)),
+            _row("cnn (matched)", (0.91, 0.9), (0.95, 0.9)),
+            _row("resnet18", (0.80, 0.8), (0.82, 0.8))]  # fmt: skip
+    lines = goals(rows, {"test_count": 200})
+    assert lines[0] == ("FAIL: hybrid macro-F1 >= cnn (matched): hybrid minus cnn (matched) "
+                        "-2.0 ± 1.4 points (per seed -1.0, -3.0).")  # fmt: skip
+    assert lines[1] == ("PASS: hybrid macro-F1 >= resnet18: hybrid minus resnet18 +10.0 ± 0.0 "
+                        "points (per seed +10.0, +10.0).")  # fmt: skip
+    assert lines[2] == ("PASS: hybrid F1 drop under arbitrary rotation (augmentation on) "
+                        "+0.4 ± 0.1 points; goal <= 0.5.")  # fmt: skip
+    assert lines[3] == ("Measured hybrid minus matched pure CNN: -2.0 ± 1.4 macro-F1 points; the "
+                        "brief claims +5.8.")  # fmt: skip
+    assert lines[4] == ("Resolution: the test split has 200 chips, so one chip is about 0.5 "
+                        "points of accuracy.")  # fmt: skip
+    rows[0] = _row("hybrid", (0.90, 0.89), (0.92, 0.91))
+    assert goals(rows, {"test_count": 200})[2].startswith("FAIL: hybrid F1 drop")
