@@ -184,7 +184,7 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
     from shared.layers import count_parameters
 
     from .cli import SPEC
-    from .metrics import evaluate_folders
+    from .evaluate import evaluate_folders
     from .predict import load_predictor, predict_main
     from .prepare import load_prepared
     from .transforms import val_transforms

@@ -64,7 +64,7 @@ def prepare_main(argv: Sequence[str]) -> int:
 def evaluate_main(argv: Sequence[str]) -> int:
     """``hv-med evaluate PRED_DIR GT_DIR -o OUT``: Dice and HD95 per case and class."""
     from .data import read_labels
-    from .metrics import evaluate_folders, format_summary_table
+    from .evaluate import evaluate_folders, format_summary_table
 
     parser = OneLineArgumentParser(
         prog="hv-med evaluate",

@@ -46,8 +46,9 @@ from shared.engine.jobs import run_jobs
 from shared.engine.trainer import set_attention_precision
 
 from .data import NIFTI_ENDINGS, ras_spacing_and_shape, read_dicom_series, save_nifti
+from .normalization import strided_sample
 from .plan import MEDICAL, MedicalPlan
-from .prepare import _strided, build_pipeline
+from .prepare import build_pipeline
 from .task import RunConfig, SegmentationTask
 
 __all__ = [
@@ -245,7 +246,7 @@ def check_input(
                 f"training scans' ({_mm(low)} to {_mm(high)} mm)"
             )
     for c, expected in enumerate(plan.intensity_range or []):
-        low, high = np.percentile(_strided(image[c]), [0.5, 99.5])
+        low, high = np.percentile(strided_sample(image[c]), [0.5, 99.5])
         margin = RANGE_MARGIN * (expected[1] - expected[0])
         if low < expected[0] - margin or high > expected[1] + margin:
             warnings.append(

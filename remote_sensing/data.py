@@ -6,6 +6,11 @@ drivers, without a CRS). A dataset is a EuroSAT-style tree ``<root>/<Class>/<Cla
 a CSV manifest with ``path,label`` columns. The :class:`Preprocessing` decided once per dataset
 (bands and their order, reflectance scale, per-band mean/std, chip size, class names) travels in
 the checkpoint, so training, evaluation and prediction read pixels the same way.
+
+Band names come from each file's band descriptions. EuroSAT's GeoTIFFs carry none, so a file
+with 13 bands and no descriptions is named by :data:`EUROSAT_BANDS` (Sentinel-2 in EuroSAT's
+order, B8A last); a file with descriptions always uses its own, and any other description-less
+file has ``band1``, ``band2``, ... (select those by 1-based index).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch.utils.data import Dataset
 from shared.engine import InputError, atomic_write_json, file_stem
 
 __all__ = [
+    "EUROSAT_BANDS",
     "IMAGE_ENDINGS",
     "ChipDataset",
     "check_consistency",
@@ -37,6 +43,7 @@ __all__ = [
     "Preprocessing",
     "Sample",
     "compute_stats",
+    "band_names",
     "default_scale",
     "open_raster",
     "read_pixels",
@@ -50,6 +57,10 @@ IMAGE_ENDINGS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 STATS_FILE = "stats.json"
 """Written by ``hv-rs stats`` at the dataset root; training uses it when its bands match."""
 SPLITS = ("train", "val", "test")
+EUROSAT_BANDS = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
+)  # fmt: skip
+"""Sentinel-2 bands in EuroSAT's file order: B01-B12, then B8A last (as torchgeo reads them)."""
 
 
 @dataclass
@@ -65,7 +76,7 @@ class Preprocessing:
     """How pixels become network input; decided once per dataset and stored in the checkpoint."""
 
     bands: list[str]
-    """Band names in network order (descriptions, or ``band<i>`` when a file has none)."""
+    """Band names in network order (see :func:`band_names`)."""
     band_indexes: list[int]
     """1-based band indexes read from each file (rasterio's convention)."""
     scale: float
@@ -105,11 +116,19 @@ def default_scale(dtype: str) -> float:
     return {"uint8": 255.0, "uint16": 10000.0, "int16": 10000.0}.get(dtype, 1.0)
 
 
+def band_names(src: rasterio.DatasetReader) -> list[str]:
+    """The name of each band: its description; for a 13-band file without any description,
+    EuroSAT's Sentinel-2 order (:data:`EUROSAT_BANDS`); otherwise ``band<i>``."""
+    if src.count == len(EUROSAT_BANDS) and not any(src.descriptions):
+        return list(EUROSAT_BANDS)
+    return [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
+
+
 def resolve_bands(
     src: rasterio.DatasetReader, bands: Sequence[str | int] | None, path: Path
 ) -> tuple[list[int], list[str]]:
-    """1-based indexes and names for ``bands`` (names from band descriptions, or indexes)."""
-    names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
+    """1-based indexes and names for ``bands``, given by name (:func:`band_names`) or index."""
+    names = band_names(src)
     if not bands:
         return list(range(1, src.count + 1)), names
     indexes = []

@@ -68,7 +68,8 @@ class RSDataConfig:
     """EuroSAT-layout folder (<root>/<Class>/<Class>_<n>.tif), any class-folder tree of
     GeoTIFF/PNG/JPG, or a CSV manifest with path,label columns."""
     bands: list[str] | None = None
-    """Bands in network order, by description name (B04) or 1-based index (4); default all."""
+    """Bands in network order, by name (B04: the file's band descriptions, or EuroSAT's order for
+    13 bands without them) or 1-based index (4); default all."""
     chip_size: int = 64
     """Network input size; chips of other sizes are resampled to it (area averaging)."""
     scale: float | None = None

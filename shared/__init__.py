@@ -1,7 +1,27 @@
-"""hybridvision shared core: N-D hybrid CNN-Transformer blocks and backbones.
+"""hybridvision shared core: what the three verticals build on, knowing nothing of any domain.
 
-Importing it registers the presets with timm and smp and loads no training framework: the
-Lightning engine lives in :mod:`shared.engine` (import it where training happens).
+Layers, each importing only those before it (``tests/test_layering.py`` checks it):
+
+1. ``layers`` (MONAI layer factories by ``spatial_dims``, token flattening, ``count_parameters``)
+   and ``memory`` (resident memory, ``peak_memory`` of one call);
+2. ``attention``: ``SpatialSelfAttention`` (global, windowed, axial; 1D/2D/3D);
+3. ``blocks`` (``HybridBlock``, ``ConvPath``, ``TransformerBlock``, ``GatedFusion``,
+   ``ResidualConvBlock``) and ``config`` (``BackboneConfig``, ``StageConfig``, ``PRESETS``,
+   ``preset_config``, ``make_stages``);
+4. models: ``HybridBackbone``, ``HybridClassifier``, the timm and smp adapters
+   (``create_hybrid_classifier``, ``HybridSmpEncoder``), ResNet conversion
+   (``hybridize_resnet``) and the training monitors (``attention_entropies``,
+   ``grad_norm_ratios``);
+5. ``shared.engine``: the Lightning training engine (``HybridTask``, ``ImageToImageTask``,
+   ``TaskDataModule``, ``RunConfig``, ``fit``, ``InputError``, atomic writers, the monitor
+   callback ``HybridMonitorCallback``) and the inference contract (``load_for_inference``);
+6. ``shared.cli``: the ``TaskSpec`` chassis every ``hv-*`` command is built on
+   (``build_cli``), with its example tasks ``shared.toy`` and ``shared.toy_image``;
+7. ``shared.bench``: the benchmark toolkit (``python -m shared.bench``).
+
+This package exports the names of layers 2-4 (below); the engine, the chassis and the bench are
+imported from their own modules. Importing ``shared`` registers the presets with timm and smp
+and loads no training framework (tested).
 """
 
 from .attention import ATTENTION_KINDS, SpatialSelfAttention, attention_entropy

@@ -20,15 +20,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from shared.cli import RunConfig
-from shared.engine import ImageToImageTask, InputError, TaskDataModule, resumable_loader
+from shared.engine import ImageToImageTask, InputError, RunConfig, TaskDataModule, resumable_loader
 
 from .data import TrainClips, ValClips, discover_clips
+from .inference import tiled_forward
 from .metrics import ClipMean, psnr
 from .model import PRESETS, VideoSRNet, build_vsr_model, matched_cnn
 from .plan import VIDEO_SR, VSRPlan, build_network
 from .transforms import DEGRADATIONS, SCALES
-from .upscale import tiled_forward
 
 __all__ = ["VSRDataConfig", "VSRModelConfig", "VSRDataModule", "VideoSRTask", "build_task"]
 

@@ -4,9 +4,10 @@ Memory stays bounded in both directions:
 
 - time: frames are decoded one at a time; only the frames of the current temporal window (plus
   the look-ahead it needs) are held, so a long video costs no more than a short one;
-- space: each window is cut into overlapping LR tiles (MONAI's ``sliding_window_inference`` with
-  gaussian blending, stitched on the CPU), so peak activation memory depends on ``tile``, not on
-  the frame size. Only the output frame itself grows with the resolution.
+- space: each window is cut into overlapping LR tiles (:func:`video_sr.inference.tiled_forward`,
+  MONAI's sliding window with gaussian blending, stitched on the CPU), so peak activation
+  memory depends on ``tile``, not on the frame size. Only the output frame itself grows with
+  the resolution.
 
 Clip ends are reflected (frame -1 is frame 1), as in training. The checkpoint carries the scale,
 the temporal window, the degradation and the architecture (its :class:`~video_sr.plan.VSRPlan`,
@@ -22,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from rich.progress import Progress
 
 from shared.engine import InputError
-from shared.memory import current_rss_mib, peak_rss_mib
+from shared.memory import current_rss_mib, peak_memory, peak_rss_mib
 
 from .data import reflect_index
+from .inference import tiled_forward
 from .io import frame_writer, is_video_path, open_source
 from .model import VideoSRNet
 
@@ -37,7 +38,6 @@ __all__ = [
     "peak_rss_mib",
     "stream_windows",
     "tile_for_memory",
-    "tiled_forward",
     "upscale",
 ]
 
@@ -62,8 +62,6 @@ def tile_for_memory(
     float32 output and blending weights the tiles are stitched into) and ``IO_ALLOWANCE_MIB``.
     ``None``: whole frames fit. Raises :class:`InputError` when not even an 8-pixel tile does.
     """
-    from shared.bench.measure import peak_memory
-
     height, width = frame_size
     frames, scale = model.num_frames, model.scale
     mib = 2**20
@@ -89,37 +87,6 @@ def tile_for_memory(
             f"{fixed:.0f} MiB the process and frame buffers need"
         )
     return tile
-
-
-def tiled_forward(
-    model: torch.nn.Module,
-    window: torch.Tensor,
-    tile: int | None,
-    overlap: float = 0.25,
-    tile_batch: int = 1,
-) -> torch.Tensor:
-    """``model(window)`` for ``(N, 3, T, h, w)``, in ``tile``-pixel LR tiles when it is larger.
-
-    MONAI's sliding window needs equal input and output ranks, so the frames travel folded into
-    the channel axis ``(N, 3T, h, w)`` and are unfolded inside the predictor.
-    """
-    batch, channels, frames, height, width = window.shape
-    if tile is None or (height <= tile and width <= tile):
-        return model(window)
-
-    def predictor(folded: torch.Tensor) -> torch.Tensor:
-        return model(folded.reshape(folded.shape[0], channels, frames, *folded.shape[-2:]))
-
-    return sliding_window_inference(
-        window.reshape(batch, channels * frames, height, width),
-        roi_size=(min(tile, height), min(tile, width)),
-        sw_batch_size=tile_batch,
-        predictor=predictor,
-        overlap=overlap,
-        mode="gaussian",
-        sw_device=window.device,
-        device=torch.device("cpu"),  # the stitching buffer is a full frame: keep it on the CPU
-    )
 
 
 def stream_windows(

@@ -2,21 +2,23 @@
 
 Timing goes through :class:`torch.utils.benchmark.Timer`: it runs at the thread count it is
 given and restores the caller's, sizes blocks of calls so the clock's overhead vanishes, and on
-a GPU synchronises before reading the clock.
+a GPU synchronises before reading the clock. ``peak_memory`` lives in :mod:`shared.memory`
+(commands below the bench layer size their work with it) and is re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.benchmark import Timer, set_torch_threads
+
+from ..memory import peak_memory
 
 __all__ = [
     "ALL_CORES",
@@ -109,51 +111,6 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, Any]:
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         out = model(x)
     return counter.get_total_flops() / 2, out
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2: the profiler's C++ start/stop lines would tear progress bars."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def peak_memory(fn: Callable[[], object], device: str | torch.device = "cpu") -> int:
-    """Bytes of tensors allocated during one call of ``fn`` and alive at its peak.
-
-    Counts only what the call allocates (add what was alive before, e.g.
-    :meth:`TrainStep.resting_bytes`). On a GPU, CUDA's allocator statistics; on the CPU, which
-    keeps no statistics, the torch profiler's allocation and free events in time order.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    # The raw events: the public FunctionEvent list folds allocations into the op that made them.
-    events = sorted(
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
-        if event.name() == "[memory]"
-    )
-    alive = peak = 0
-    for _, nbytes in events:
-        alive += nbytes
-        peak = max(peak, alive)
-    return peak
 
 
 def _cpu_seconds() -> tuple[float, float] | None:

@@ -1,4 +1,4 @@
-"""Tests for medical.metrics: Dice/HD95 conventions and nnU-Net-style folder evaluation."""
+"""Tests for medical.metrics (Dice/HD95 conventions) and medical.evaluate (folder evaluation)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,8 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from rich.console import Console
 
-from medical.metrics import (
-    dice_per_class,
-    evaluate_folders,
-    format_summary_table,
-    hd95_per_class,
-)
+from medical.evaluate import evaluate_folders, format_summary_table
+from medical.metrics import dice_per_class, hd95_per_class
 from shared.engine.io import InputError
 
 SHAPE = (12, 12, 10)

@@ -9,6 +9,11 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+# EuroSAT's band order (B8A after B12), written here rather than imported so the tests check the
+# code's table against it.
+EUROSAT_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11",
+                 "B12", "B8A"]  # fmt: skip
+
 
 def write_tif(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633", nodata=None,
               descriptions: list[str] | None = None, origin=(500000.0, 4000000.0),
@@ -28,9 +33,12 @@ def write_tif(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633", noda
 
 def make_eurosat(root: Path, bands: int, per_class: int = 4, size: int = 32,
                  classes=("Forest", "River", "SeaLake"), seed: int = 0) -> Path:  # fmt: skip
-    """EuroSAT layout of uint16 chips; each class has its own brightness so it is learnable."""
+    """EuroSAT layout of uint16 chips; each class has its own brightness so it is learnable.
+
+    Bands are described with the first ``bands`` names of EuroSAT's order (all 13 for 13).
+    """
     rng = np.random.default_rng(seed)
-    names = [f"B{i:02d}" for i in range(1, bands + 1)]
+    names = EUROSAT_ORDER[:bands]
     for label, name in enumerate(classes):
         for n in range(1, per_class + 1):
             data = rng.integers(500, 1500, (bands, size, size)) + 1500 * label
@@ -47,6 +55,7 @@ def eurosat4(tmp_path: Path) -> Path:
 class Rasters:
     """The helpers above, handed to tests as a fixture (importlib mode: no conftest imports)."""
 
+    eurosat_order = EUROSAT_ORDER
     write_tif = staticmethod(write_tif)
     make_eurosat = staticmethod(make_eurosat)
 

@@ -10,8 +10,11 @@ import pytest
 import rasterio
 
 from remote_sensing.data import (
+    EUROSAT_BANDS,
+    Preprocessing,
     compute_stats,
     open_raster,
+    read_pixels,
     resolve_bands,
     scan_dataset,
     split_samples,
@@ -41,6 +44,46 @@ def test_band_selection_by_name_and_index(eurosat4: Path, rasters) -> None:
         assert resolve_bands(src, ["B04", "2"], chip) == ([4, 2], ["B04", "B02"])
         with pytest.raises(InputError, match="no band named 'B09'"):
             resolve_bands(src, ["B09"], chip)
+
+
+def _constant_bands(count: int) -> np.ndarray:
+    """``count`` uint16 bands where band ``i`` (1-based) holds ``100 * i`` everywhere."""
+    return np.stack([np.full((8, 8), 100 * i, np.uint16) for i in range(1, count + 1)])
+
+
+def test_eurosat_names_read_the_right_bands_of_undescribed_13_band_chips(
+    tmp_path: Path, rasters
+) -> None:
+    assert list(EUROSAT_BANDS) == rasters.eurosat_order
+    for name in ("Forest", "River"):  # EuroSAT's GeoTIFFs carry no band descriptions
+        for n in (1, 2, 3):
+            rasters.write_tif(tmp_path / "ds" / name / f"{name}_{n}.tif", _constant_bands(13))
+    chip = tmp_path / "ds" / "Forest" / "Forest_1.tif"
+    with open_raster(chip) as src:
+        assert not any(src.descriptions)
+        indexes, names = resolve_bands(src, ["B8A", "B12", "B08"], chip)
+        assert (indexes, names) == ([13, 12, 8], ["B8A", "B12", "B08"])
+    cfg = RSDataConfig(root=str(tmp_path / "ds"), bands=["B04", "B03", "B02"], chip_size=8)
+    plan = plan_dataset(cfg, seed=0)
+    assert plan.pre.band_indexes == [4, 3, 2] and plan.pre.bands == ["B04", "B03", "B02"]
+    np.testing.assert_allclose(plan.pre.mean, [0.04, 0.03, 0.02], rtol=1e-6)
+    with open_raster(chip) as src:
+        pixels, _ = read_pixels(src, plan.pre, chip, expected_count=13)
+    np.testing.assert_allclose(pixels[:, 0, 0], [0.04, 0.03, 0.02], rtol=1e-6)
+
+
+def test_a_file_with_descriptions_keeps_its_own_names(tmp_path: Path, rasters) -> None:
+    """Descriptions win over the EuroSAT table, and other band counts get no Sentinel-2 names."""
+    own = list(reversed(rasters.eurosat_order))
+    chip = rasters.write_tif(tmp_path / "own.tif", _constant_bands(13), descriptions=own)
+    with open_raster(chip) as src:
+        indexes, _ = resolve_bands(src, ["B04", "B03", "B02"], chip)
+        pre = Preprocessing(["B04", "B03", "B02"], indexes, 1.0, [0.0] * 3, [1.0] * 3, 8, ["a"])
+        pixels, _ = read_pixels(src, pre, chip)
+    assert indexes == [10, 11, 12] and pixels[:, 0, 0].tolist() == [1000.0, 1100.0, 1200.0]
+    twelve = rasters.write_tif(tmp_path / "twelve.tif", _constant_bands(12))
+    with open_raster(twelve) as src, pytest.raises(InputError, match="no band named 'B04'"):
+        resolve_bands(src, ["B04"], twelve)
 
 
 def test_one_image_class_goes_to_training_with_a_note(tmp_path: Path, rasters) -> None:

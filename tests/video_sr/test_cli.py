@@ -185,8 +185,7 @@ def test_export_gives_the_checkpoint_network(trained: Path, tmp_path: Path) -> N
 
 def test_max_memory_picks_a_tile_that_fits(trained: Path, video: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
-    from shared.bench.measure import peak_memory
-    from shared.memory import current_rss_mib
+    from shared.memory import current_rss_mib, peak_memory
     from video_sr.upscale import IO_ALLOWANCE_MIB, tile_for_memory
 
     model, _ = load_for_inference(trained, VIDEO_SR)
