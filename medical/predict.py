@@ -42,7 +42,7 @@ from shared.cli import TaskSpec, parse_inference_command
 from shared.engine.config import OptimConfig
 from shared.engine.contract import load_for_inference
 from shared.engine.io import InputError, file_stem
-from shared.engine.jobs import run_jobs
+from shared.engine.jobs import run_over_inputs
 from shared.engine.trainer import set_attention_precision
 
 from .data import NIFTI_ENDINGS, ras_spacing_and_shape, read_dicom_series, save_nifti
@@ -437,7 +437,7 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
                                   cfg.trainer.precision)  # fmt: skip
 
     # Lightning's predict loop: with --trainer.devices/num_nodes each process segments its share.
-    trainer, _ = run_jobs(targets, run, cfg.trainer, network=task)
+    trainer, _ = run_over_inputs(targets, run, cfg.trainer, network=task)
     if trainer.is_global_zero:
         labels = json.dumps(plan.labels)
         Console().print(f"hv-med predict: {len(sources)} input(s) -> {out}/ (labels {labels})")

@@ -2,7 +2,7 @@
 
 Every command that runs a trained model over a folder of inputs (``hv-med predict`` on scans,
 ``hv-rs predict`` on scenes or chips, ``hv-vsr upscale`` on clips) hands its jobs to
-:func:`run_jobs`: with ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp``
+:func:`run_over_inputs`: with ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp``
 Lightning gives each of the N x M processes a disjoint share (its predict sampler does not pad
 with repeats), so every output is written exactly once, by the job itself, atomically. One
 process without a strategy runs them all in order. The network is a submodule of the
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from .config import TrainerConfig
 from .trainer import build_inference_trainer
 
-__all__ = ["JobRunner", "run_jobs"]
+__all__ = ["JobRunner", "run_over_inputs"]
 
 
 class _Jobs(Dataset):
@@ -57,7 +57,7 @@ class JobRunner(pl.LightningModule):
         self.results[index] = self.run(job)
 
 
-def run_jobs(
+def run_over_inputs(
     jobs: Sequence[Any],
     run: Callable[[Any], Any],
     trainer_cfg: TrainerConfig,
