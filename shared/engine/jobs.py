@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainerConfig
 from .trainer import build_inference_trainer
 
-__all__ = ["JobRunner", "run_over_inputs"]
+__all__ = ["JobRunner", "gather_results", "run_over_inputs"]
 
 
 class _Jobs(Dataset):
@@ -51,10 +52,11 @@ class JobRunner(pl.LightningModule):
         self.run = run
         self.results: dict[int, Any] = {}
 
-    def predict_step(self, batch: tuple[int, Any], batch_idx: int) -> None:
-        """Run one job and keep what it returns (this rank's share only)."""
+    def predict_step(self, batch: tuple[int, Any], batch_idx: int) -> int:
+        """Run one job and keep what it returns (this rank's share only); the job's index."""
         index, job = batch
         self.results[index] = self.run(job)
+        return index
 
 
 def run_over_inputs(
@@ -74,3 +76,21 @@ def run_over_inputs(
     trainer = build_inference_trainer(trainer_cfg)
     trainer.predict(runner, dataloaders=loader, return_predictions=False)
     return trainer, runner.results
+
+
+def gather_results(results: dict[int, Any]) -> dict[int, Any] | None:
+    """Every rank's results by job index on global rank 0 (``None`` on the others).
+
+    For outputs that several jobs fill together (one CSV row per chip): each rank returns its
+    rows, rank 0 writes the file once. Without a process group this rank's results come back.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(results)
+    gathered: list[dict[int, Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, results)
+    if dist.get_rank() != 0:
+        return None
+    merged: dict[int, Any] = {}
+    for part in gathered:
+        merged.update(part or {})
+    return merged
