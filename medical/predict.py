@@ -23,7 +23,6 @@ asked for (a 512x512x300 CT stays under 4 GiB resident, see docs/benchmarks/medi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import re
 import sys
@@ -33,24 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import Invertd
 from rich.console import Console
-from torch.utils.data import DataLoader, Dataset
 
-from shared.cli import (
-    OneLineArgumentParser,
-    TaskSpec,
-    parse_task_command,
-    refuse_network_flags,
-)
+from shared.cli import TaskSpec, parse_inference_command
 from shared.engine.config import OptimConfig
 from shared.engine.contract import load_for_inference
 from shared.engine.io import InputError, file_stem
-from shared.engine.trainer import build_inference_trainer, set_attention_precision
+from shared.engine.jobs import run_over_inputs
+from shared.engine.trainer import set_attention_precision
 
 from .data import NIFTI_ENDINGS, ras_spacing_and_shape, read_dicom_series, save_nifti
 from .normalization import strided_sample
@@ -60,7 +53,7 @@ from .task import RunConfig, SegmentationTask
 
 __all__ = [
     "ScanInput",
-    "VolumePredictor",
+    "write_segmentation",
     "check_input",
     "collect_inputs",
     "load_predictor",
@@ -400,69 +393,23 @@ def _arguments(parser: Any) -> None:
     )
 
 
-class _ScanDataset(Dataset):
-    """Scans by index: Lightning's predict loop gives each rank a disjoint share of them."""
+def write_segmentation(
+    task: SegmentationTask, plan: MedicalPlan, scan: ScanInput, target: Path, flips: bool,
+    probabilities: bool, precision: str,
+) -> Path:  # fmt: skip
+    """Segment one scan and write its label map (and probabilities when asked); its path.
 
-    def __init__(self, targets: list[tuple[ScanInput, Path]]):
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[ScanInput, Path]:
-        return self.targets[index]
-
-
-def _one_scan(batch: list[tuple[ScanInput, Path]]) -> tuple[ScanInput, Path]:
-    """Collate of batch size 1: scans differ in size and are read inside ``predict_step``."""
-    return batch[0]
-
-
-class VolumePredictor(pl.LightningModule):
-    """``hv-med predict`` on Lightning's predict loop: one scan per step, written at once.
-
-    The loop is the engine's (:func:`shared.engine.trainer.build_inference_trainer`): with
-    ``--trainer.devices N`` (and ``--trainer.num_nodes``) every process segments its own share
-    of the scans, each written exactly once, atomically (:func:`medical.data.save_nifti`). The
-    volume and the stitching buffer stay on the CPU; only the windows go to the rank's device.
+    Each file is written atomically (:func:`medical.data.save_nifti`). The volume and the
+    stitching buffer stay on the CPU; only the windows go to the task's device.
     """
-
-    def __init__(
-        self, task: SegmentationTask, plan: MedicalPlan, flips: bool, probabilities: bool,
-        precision: str,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.task = task
-        self.plan, self.flips, self.probabilities = plan, flips, probabilities
-        self.precision_name = precision
-
-    def predict_step(self, batch: tuple[ScanInput, Path], batch_idx: int) -> Path:
-        """Segment one scan, write its label map (and probabilities when asked); its path."""
-        scan, target = batch
-        label, probs, affine = segment(
-            self.task, self.plan, scan, self.flips, self.probabilities, self.precision_name
-        )
-        save_nifti(target, label, affine)
-        del label
-        if probs is not None:
-            # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
-            probs_file = target.with_name(f"{scan.name}_probs.nii.gz")
-            save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
-        return target
-
-
-def _device_flags(cfg: RunConfig, device: str) -> None:
-    """``--device cpu`` / ``cuda:N``: one device, as the trainer flags would say it."""
-    if device == "auto":
-        return
-    if device == "cpu":
-        cfg.trainer.accelerator, cfg.trainer.devices = "cpu", "1"
-    elif re.fullmatch(r"cuda(:\d+)?", device):
-        cfg.trainer.accelerator = "gpu"
-        cfg.trainer.devices = f"{device.partition(':')[2] or 0},"
-    else:
-        raise InputError(f"--device must be auto, cpu or cuda:N, got {device!r}")
-    cfg.trainer.num_nodes, cfg.trainer.strategy = 1, "auto"
+    label, probs, affine = segment(task, plan, scan, flips, probabilities, precision)
+    save_nifti(target, label, affine)
+    del label
+    if probs is not None:
+        # Channels last, as NIfTI tools expect a 4D image: (X, Y, Z, classes).
+        probs_file = target.with_name(f"{scan.name}_probs.nii.gz")
+        save_nifti(probs_file, np.moveaxis(probs, 0, -1), affine)
+    return target
 
 
 def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
@@ -473,16 +420,7 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
     ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp`` shares the scans among
     N x M processes (Lightning's distributed predict), each scan written once.
     """
-    # Which run is the base comes from --checkpoint, read before the full parse (as the chassis).
-    peek = OneLineArgumentParser(add_help=False, allow_abbrev=False)
-    peek.add_argument("--checkpoint", default=None)
-    named = peek.parse_known_args(list(argv))[0].checkpoint
-    base = Path(named).parent.parent / "config.yaml" if named else None
-    refuse_network_flags(argv, "predict")
-    # Prediction reads the plan from the checkpoint: the training data need not exist here.
-    no_data_checks = dataclasses.replace(spec, validate=None)
-    args, cfg = parse_task_command(no_data_checks, "predict", __doc__ or "", argv, _arguments, base)
-    _device_flags(cfg, args.device)
+    args, cfg = parse_inference_command(spec, "predict", __doc__ or "", argv, _arguments)
     out, checkpoint = Path(args.out), Path(args.checkpoint)
     sources = collect_inputs([Path(p) for p in args.inputs])
     targets = [(scan, out / f"{scan.name}.nii.gz") for scan in sources]
@@ -493,10 +431,13 @@ def predict_main(spec: TaskSpec, argv: Sequence[str]) -> int:
     task, plan = load_predictor(checkpoint, cfg)
     if args.overlap is not None:
         task.sw_overlap = args.overlap
-    predictor = VolumePredictor(task, plan, args.tta, args.probabilities, cfg.trainer.precision)
-    loader = DataLoader(_ScanDataset(targets), batch_size=1, collate_fn=_one_scan)
-    trainer = build_inference_trainer(cfg.trainer)
-    trainer.predict(predictor, dataloaders=loader, return_predictions=False)
+
+    def run(job: tuple[ScanInput, Path]) -> Path:
+        return write_segmentation(task, plan, *job, args.tta, args.probabilities,
+                                  cfg.trainer.precision)  # fmt: skip
+
+    # Lightning's predict loop: with --trainer.devices/num_nodes each process segments its share.
+    trainer, _ = run_over_inputs(targets, run, cfg.trainer, network=task)
     if trainer.is_global_zero:
         labels = json.dumps(plan.labels)
         Console().print(f"hv-med predict: {len(sources)} input(s) -> {out}/ (labels {labels})")

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import PositiveInt
 from rich.console import Console
 from rich.table import Table
 
-from shared.cli import OneLineArgumentParser, TaskSpec, build_cli, load_run
-from shared.engine import InputError, atomic_write_json
+from shared.cli import OneLineArgumentParser, TaskSpec, build_cli, load_run, parse_inference_command
+from shared.engine import InputError, atomic_write_json, file_stem
 
 from .plan import REMOTE_SENSING, SceneClassifierPlan
 from .task import RSDataConfig, RSModelConfig, build_task, validate
@@ -87,35 +88,98 @@ def stats_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def predict_main(argv: Sequence[str]) -> int:
-    """``hv-rs predict SCENE.tif -o MAP.tif`` or ``hv-rs predict CHIPS/ -o OUT.csv``."""
-    from .predict import load_predictor, predict_chips, predict_scene
-
-    parser = OneLineArgumentParser(prog="hv-rs predict", description=predict_main.__doc__)
-    parser.add_argument("input", type=Path, help="a scene GeoTIFF or a folder of chips")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="class map .tif or .csv")
-    parser.add_argument("--checkpoint", type=Path, required=True)
+def _predict_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", type=str,
+                        help="a scene GeoTIFF, scenes or folders of scenes, or chip folders "
+                        "(with -o OUT.csv)")  # fmt: skip
+    parser.add_argument("-o", "--out", type=str, required=True,
+                        help="class map .tif (one scene), a folder (several scenes: "
+                        "OUT/<scene>.tif each), or a .csv (one row per chip)")  # fmt: skip
+    parser.add_argument("--checkpoint", type=str, required=True, help="a run's .ckpt file")
     parser.add_argument("--probabilities", action="store_true", help="also per-class bands")
     parser.add_argument("--tta", action="store_true", help="average the D4 group at 2 scales")
-    parser.add_argument("--batch", type=int, default=64)
-    args = parser.parse_args(list(argv))
-    if not args.input.exists():
-        raise InputError(f"{args.input}: input not found")
-    predictor = load_predictor(args.checkpoint, args.tta)
+    parser.add_argument("--batch", type=PositiveInt, default=64, help="chips per network call")
+
+
+def _scene_jobs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """(scene, class map) pairs: one scene to ``out`` itself, several to ``out/<scene>.tif``."""
+    from .data import IMAGE_ENDINGS
+
+    for path in inputs:
+        if not path.exists():
+            raise InputError(f"{path}: input not found")
+    if len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in (".tif", ".tiff"):
+        return [(inputs[0], out)]
+    scenes: list[Path] = []
+    for path in inputs:
+        scenes += (sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_ENDINGS)
+                   if path.is_dir() else [path])  # fmt: skip
+    if not scenes:
+        raise InputError(f"{', '.join(map(str, inputs))}: no scenes (.tif/.png/.jpg) inside")
+    if out.suffix.lower() in (".tif", ".tiff"):
+        raise InputError(f"{out}: several scenes need an output folder, not one .tif")
+    jobs, seen = [], {}
+    sources = {s.resolve() for s in scenes}
+    for scene in scenes:
+        target = out / f"{file_stem(scene)}.tif"
+        if target.resolve() in sources:
+            raise InputError(f"{target}: would overwrite an input; choose another -o")
+        if target in seen:
+            raise InputError(f"{seen[target]} and {scene} would both write {target}")
+        seen[target] = scene
+        jobs.append((scene, target))
+    return jobs
+
+
+def predict_main(argv: Sequence[str]) -> int:
+    """``hv-rs predict SCENE.tif -o MAP.tif``, ``SCENES/ -o MAPS/`` or ``CHIPS/ -o OUT.csv``.
+
+    The checkpoint alone decides the preprocessing and the network. With ``--trainer.devices N
+    --trainer.num_nodes M --trainer.strategy ddp`` the scenes (or chips) are shared among the
+    N x M processes, each output written once.
+    """
+    from shared.engine.jobs import gather_results, run_over_inputs
+
+    from .predict import chip_files, chip_rows, load_predictor, predict_scene, write_chip_csv
+
+    args, cfg = parse_inference_command(SPEC, "predict", predict_main.__doc__ or "", argv,
+                                        _predict_arguments)  # fmt: skip
+    inputs, out = [Path(p) for p in args.inputs], Path(args.out)
     console = Console()
-    if args.input.is_dir():
-        count = predict_chips(predictor, args.input, args.out, args.batch)
-        console.print(f"hv-rs predict: {count} chips -> {args.out}")
+    if out.suffix.lower() == ".csv":
+        files = chip_files(inputs)
+        if out.resolve() in {f.resolve() for f in files}:
+            raise InputError(f"{out}: the output would overwrite an input")
+        predictor = load_predictor(Path(args.checkpoint), args.tta)
+        chunks = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
+        trainer, rows = run_over_inputs(chunks, lambda chunk: chip_rows(predictor, chunk),
+                                        cfg.trainer, predictor.model)  # fmt: skip
+        merged = gather_results(rows)
+        if merged is not None:  # global rank 0 writes the one CSV, rows in input order
+            write_chip_csv([r for i in sorted(merged) for r in merged[i]],
+                           predictor.pre.class_names, out)  # fmt: skip
+            console.print(f"hv-rs predict: {len(files)} chips -> {out}")
         return 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        info = predict_scene(predictor, args.input, args.out, args.probabilities, args.batch)
-    for warning in caught:
-        print(f"hv-rs predict: warning: {warning.message}", file=sys.stderr)
-    console.print(
-        f"hv-rs predict: {info['rows']}x{info['cols']} class map ({info['crs'] or 'no CRS'}) "
-        f"-> {info['out']}; classes {info['class_counts']}"
-    )
+    jobs = _scene_jobs(inputs, out)
+    predictor = load_predictor(Path(args.checkpoint), args.tta)
+
+    def run(job: tuple[Path, Path]) -> dict:
+        scene, target = job
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            info = predict_scene(predictor, scene, target, args.probabilities, args.batch)
+        for warning in caught:
+            print(f"hv-rs predict: warning: {warning.message}", file=sys.stderr)
+        return info
+
+    trainer, infos = run_over_inputs(jobs, run, cfg.trainer, predictor.model)
+    merged = gather_results(infos)
+    for index in sorted(merged or {}):
+        info = merged[index]
+        console.print(
+            f"hv-rs predict: {info['rows']}x{info['cols']} class map ({info['crs'] or 'no CRS'})"
+            f" -> {info['out']}; classes {info['class_counts']}"
+        )
     return 0
 
 
@@ -187,7 +251,7 @@ SPEC = TaskSpec(
     commands={
         "evaluate": ("macro-F1, per-class F1, confusion, rotated/scaled: --checkpoint CKPT",
                      evaluate_main),
-        "predict": ("scene -> class-map GeoTIFF, chip folder -> CSV: INPUT -o OUT --checkpoint "
+        "predict": ("scenes -> class-map GeoTIFFs, chips -> CSV: INPUT... -o OUT --checkpoint "
                     "CKPT", predict_main),
         "tile": ("cut a scene into georeferenced chips: SCENE -o CHIPS --size 64", tile_main),
         "stats": ("per-band mean/std of a dataset, stored as DATASET/stats.json", stats_main),

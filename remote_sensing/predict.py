@@ -35,7 +35,16 @@ from .model import tta_logits
 from .plan import REMOTE_SENSING
 from .transforms import eval_transform
 
-__all__ = ["NODATA", "Predictor", "load_predictor", "predict_chips", "predict_scene"]
+__all__ = [
+    "NODATA",
+    "Predictor",
+    "chip_files",
+    "chip_rows",
+    "load_predictor",
+    "predict_chips",
+    "predict_scene",
+    "write_chip_csv",
+]
 
 NODATA = 255
 
@@ -52,10 +61,11 @@ class Predictor:
         """Class probabilities for ``(N, C, H, W)`` scaled pixels (resized and normalised here)."""
         transform = eval_transform(self.pre)
         batch = np.stack([transform(image=c.transpose(1, 2, 0))["image"] for c in chips])
-        x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+        device = next(self.model.parameters()).device  # the rank's device under DDP
+        x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
         with torch.no_grad():
             logits = tta_logits(self.model, x) if self.tta else self.model(x)
-        return logits.softmax(-1).numpy()
+        return logits.softmax(-1).cpu().numpy()
 
     def check_bands(self, src: rasterio.DatasetReader, path: Path) -> None:
         """Refuse an input whose band count is not the training data's."""
@@ -154,33 +164,54 @@ def predict_scene(predictor: Predictor, scene: Path, out: Path, probabilities: b
     }  # fmt: skip
 
 
-def predict_chips(predictor: Predictor, folder: Path, out: Path, batch_size: int = 64) -> int:
-    """One CSV row per chip in ``folder``: path, class, probability per class."""
-    files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_ENDINGS)
-    if not files:
-        raise InputError(f"{folder}: no chips ({'/'.join(IMAGE_ENDINGS)})")
-    if Path(out).resolve() in {f.resolve() for f in files}:
-        raise InputError(f"{out}: the output would overwrite an input")
+def chip_files(inputs: list[Path]) -> list[Path]:
+    """The chips named by ``inputs``: image files as given, folders searched recursively."""
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_ENDINGS)
+            if not found:
+                raise InputError(f"{path}: no chips ({'/'.join(IMAGE_ENDINGS)})")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def chip_rows(predictor: Predictor, files: list[Path]) -> list[list]:
+    """One CSV row per chip: path, class, probability per class (chips may differ in size;
+    each is resized by the evaluation transform)."""
     names = predictor.pre.class_names
-    rows = []
-    for start in track(range(0, len(files), batch_size), description="predicting chips"):
-        chunk = files[start : start + batch_size]
-        chips = []
-        for file in chunk:
-            with open_raster(file) as src:
-                predictor.check_bands(src, file)
-                pixels, _ = read_pixels(src, predictor.pre, file)
-            chips.append(pixels)
-        # Chips may differ in size; each is resized by the evaluation transform.
-        probs = np.concatenate([predictor.probabilities(c[None]) for c in chips])
-        rows += [[str(f), names[int(p.argmax())], *np.round(p, 5).tolist()]
-                 for f, p in zip(chunk, probs, strict=True)]  # fmt: skip
+    chips = []
+    for file in files:
+        with open_raster(file) as src:
+            predictor.check_bands(src, file)
+            pixels, _ = read_pixels(src, predictor.pre, file)
+        chips.append(pixels)
+    probs = np.concatenate([predictor.probabilities(c[None]) for c in chips])
+    return [[str(f), names[int(p.argmax())], *np.round(p, 5).tolist()]
+            for f, p in zip(files, probs, strict=True)]  # fmt: skip
+
+
+def write_chip_csv(rows: list[list], class_names: list[str], out: Path) -> None:
+    """The chips' CSV, written atomically."""
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "class", *[f"p_{n}" for n in names]])
+            writer.writerow(["path", "class", *[f"p_{n}" for n in class_names]])
             writer.writerows(rows)
 
     atomic_write(out, write)
+
+
+def predict_chips(predictor: Predictor, folder: Path, out: Path, batch_size: int = 64) -> int:
+    """One CSV row per chip in ``folder`` (one process; ``hv-rs predict`` shares them)."""
+    files = chip_files([Path(folder)])
+    if Path(out).resolve() in {f.resolve() for f in files}:
+        raise InputError(f"{out}: the output would overwrite an input")
+    rows = []
+    for start in track(range(0, len(files), batch_size), description="predicting chips"):
+        rows += chip_rows(predictor, files[start : start + batch_size])
+    write_chip_csv(rows, predictor.pre.class_names, Path(out))
     return len(rows)

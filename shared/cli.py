@@ -11,8 +11,10 @@ given now on top. Bad arguments or unreadable inputs exit with code 2 and one li
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import re
 import sys
 import traceback
 import warnings
@@ -64,6 +66,7 @@ __all__ = [
     "PredictionFileWriter",
     "load_run",
     "OneLineArgumentParser",
+    "parse_inference_command",
     "parse_task_command",
     "refuse_network_flags",
 ]
@@ -360,6 +363,44 @@ def parse_task_command(
     parser = _config_parser(spec, command, description)
     add_arguments(parser)
     return _parse(spec, parser, list(argv), base)
+
+
+def parse_inference_command(
+    spec: TaskSpec,
+    command: str,
+    description: str,
+    argv: Sequence[str],
+    add_arguments: Callable[[ArgumentParser], None],
+) -> tuple[Namespace, RunConfig]:
+    """Parse a command that runs a checkpoint over inputs (predict, upscale).
+
+    ``add_arguments`` adds the command's own options (it must add ``--checkpoint``). The run's
+    ``config.yaml`` beside the checkpoint, when present, is the base and flags given now win;
+    the task's data checks are skipped (the plan in the checkpoint is what inference needs, the
+    training data may be gone) and ``--model.*`` flags are refused. ``--device cpu|cuda:N``,
+    when the command adds it, becomes the trainer flags for one device.
+    """
+    refuse_network_flags(argv, command)
+    checkpoint = _peek_option(list(argv), "--checkpoint")
+    base = _run_config_file(Path(checkpoint)) if checkpoint else None
+    no_data_checks = dataclasses.replace(spec, validate=None)
+    ns, cfg = parse_task_command(no_data_checks, command, description, argv, add_arguments, base)
+    device = ns.get("device")
+    if device not in (None, "auto"):
+        _one_device(cfg.trainer, device)
+    return ns, cfg
+
+
+def _one_device(trainer: TrainerConfig, device: str) -> None:
+    """``--device cpu`` / ``cuda`` / ``cuda:N``: one device, as the trainer flags would say it."""
+    if device == "cpu":
+        trainer.accelerator, trainer.devices = "cpu", "1"
+    elif re.fullmatch(r"cuda(:\d+)?", device):
+        trainer.accelerator = "gpu"
+        trainer.devices = f"{device.partition(':')[2] or 0},"
+    else:
+        raise InputError(f"--device must be auto, cpu or cuda:N, got {device!r}")
+    trainer.num_nodes, trainer.strategy = 1, "auto"
 
 
 def _evaluate_parser(spec: TaskSpec) -> _Parser:

@@ -15,11 +15,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from shared.cli import OneLineArgumentParser, TaskSpec, build_cli
+from shared.cli import OneLineArgumentParser, TaskSpec, build_cli, parse_inference_command
 from shared.engine import InputError
 
-from .evaluate import clip_sources
-from .io import open_source, write_png
+from .io import clip_sources, open_source, write_png
 from .plan import VIDEO_SR, VSRPlan
 from .task import VSRDataConfig, VSRModelConfig, build_task, validate
 from .transforms import DEGRADATIONS, SCALES, degrade, mod_crop
@@ -27,48 +26,68 @@ from .transforms import DEGRADATIONS, SCALES, degrade, mod_crop
 __all__ = ["SPEC", "degrade_main", "evaluate_main", "main", "upscale_main"]
 
 
-def upscale_main(argv: Sequence[str]) -> int:
-    """``hv-vsr upscale VIDEO|FRAMES -o OUT --checkpoint CKPT``."""
-    from shared.engine.contract import load_for_inference
-
-    from .upscale import tile_for_memory, upscale
-
-    parser = OneLineArgumentParser(
-        prog="hv-vsr upscale",
-        description="Upscale a video file or a folder of frames with a trained checkpoint "
-        "(which carries its scale and temporal window). Streams frames and works in "
-        "overlapping tiles, so memory stays bounded for long and high-resolution videos. "
-        "Output: a video (.mkv: lossless FFV1; .mp4: H.264, CRF 17), same fps, or a folder of "
-        "PNG frames (any other name).",
-    )
-    parser.add_argument("input", type=Path, help="video file or folder of PNG/JPG frames")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output video or folder")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="hv-vsr checkpoint")
+def _upscale_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", type=str,
+                        help="a video file or a folder of PNG/JPG frames; or several, or a folder "
+                        "of clips (videos or frame folders)")  # fmt: skip
+    parser.add_argument("-o", "--out", type=str, required=True,
+                        help="one clip: output video (.mkv lossless FFV1, .mp4 H.264 CRF 17) or "
+                        "frame folder; several clips: a folder (a video clip becomes "
+                        "OUT/<clip>.mkv, a frame folder OUT/<clip>/)")  # fmt: skip
+    parser.add_argument("--checkpoint", type=str, required=True, help="hv-vsr checkpoint")
     parser.add_argument("--scale", type=int, default=None, help="check the checkpoint's scale")
     parser.add_argument("--tile", type=int, default=128, help="LR tile size (0: whole frames)")
-    parser.add_argument("--max-memory", type=float, default=None, metavar="MIB",
-                        help="choose the largest tile whose measured peak RSS fits MIB MiB "
-                        "(replaces --tile)")  # fmt: skip
+    parser.add_argument("--max-memory", type=float, default=None,
+                        help="MiB: the largest tile whose measured peak RSS fits (replaces "
+                        "--tile)")  # fmt: skip
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (attention fp32)")
     parser.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", type=str, default="auto",
+                        help="cpu, cuda or cuda:N (auto: the --trainer flags, a GPU if present)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(argv))
+
+
+def _upscale_jobs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """(clip, output) pairs: one clip to ``out`` itself, several to ``out/<clip>[.mkv]``."""
+    clips: dict[str, Path] = {}
+    for path in inputs:
+        for name, clip in clip_sources(path).items():
+            if name in clips:
+                raise InputError(f"{clips[name]} and {clip}: two clips named {name!r}")
+            clips[name] = clip
+    if len(clips) == 1 and len(inputs) == 1:
+        return [(next(iter(clips.values())), out)]
+    if out.suffix:
+        raise InputError(f"{out}: several clips need an output folder, not one file")
+    return [(clip, out / (f"{name}.mkv" if clip.is_file() else name))
+            for name, clip in clips.items()]  # fmt: skip
+
+
+def upscale_main(argv: Sequence[str]) -> int:
+    """``hv-vsr upscale VIDEO|FRAMES|CLIPS... -o OUT --checkpoint CKPT``.
+
+    Upscale video files or frame folders with a trained checkpoint (which carries its scale and
+    temporal window). Frames are streamed and windows run in overlapping tiles, so memory stays
+    bounded for long and high-resolution videos; each output keeps its input's frame rate.
+    With ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp`` the clips are
+    shared among the N x M processes, each output written once.
+    """
+    from shared.engine.contract import load_for_inference
+    from shared.engine.jobs import gather_results, run_over_inputs
+
+    from .upscale import tile_for_memory, upscale
+
+    args, cfg = parse_inference_command(SPEC, "upscale", upscale_main.__doc__ or "", argv,
+                                        _upscale_arguments)  # fmt: skip
     if args.tile and args.tile < 8:
         raise InputError(f"--tile must be 0 or >= 8, got {args.tile}")
+    jobs = _upscale_jobs([Path(p) for p in args.inputs], Path(args.out))
     model, plan = load_for_inference(args.checkpoint, VIDEO_SR)
     if args.scale is not None and args.scale != plan.scale:
         raise InputError(
             f"{args.checkpoint}: trained for x{plan.scale}, --scale {args.scale} asked"
-        )
-    tile = args.tile or None
-    if args.max_memory is not None:
-        tile = tile_for_memory(model, args.max_memory, open_source(args.input).size)
-        Console().print(
-            f"--max-memory {args.max_memory:.0f} MiB: "
-            + (f"{tile}-pixel LR tiles" if tile else "whole frames fit")
         )
     if args.bf16:  # the precision policy: convolutions in bf16, attention in fp32
         from shared.attention import SpatialSelfAttention
@@ -76,23 +95,35 @@ def upscale_main(argv: Sequence[str]) -> int:
         for layer in model.modules():
             if isinstance(layer, SpatialSelfAttention):
                 layer.attention_fp32 = True
-    report = upscale(
-        model, args.input, args.out, tile, args.tile_overlap, args.bf16,
-        args.overwrite, args.fps, args.device, not args.no_progress,
-    )  # fmt: skip
     console = Console()
-    if report.padded:
-        console.print(
-            f"note: {args.input} has {report.frames} frames, fewer than the {plan.num_frames}"
-            "-frame window: windows were filled by reflecting the clip"
+
+    def run(job: tuple[Path, Path]) -> str:
+        source, target = job
+        tile = args.tile or None
+        if args.max_memory is not None:
+            tile = tile_for_memory(model, args.max_memory, open_source(source).size)
+            console.print(f"{source.name}: --max-memory {args.max_memory:.0f} MiB: "
+                          + (f"{tile}-pixel LR tiles" if tile else "whole frames fit"))  # fmt: skip
+        device = str(next(model.parameters()).device)  # the rank's device
+        report = upscale(model, source, target, tile, args.tile_overlap, args.bf16,
+                         args.overwrite, args.fps, device, not args.no_progress)  # fmt: skip
+        (h, w), (oh, ow) = report.input_size, report.output_size
+        line = (
+            f"hv-vsr upscale: {report.frames} frames {w}x{h} -> {ow}x{oh} (x{plan.scale}, "
+            f"{plan.num_frames}-frame window) in {report.seconds:.1f} s "
+            f"({report.frames / report.seconds:.2f} frames/s), peak RSS "
+            f"{report.peak_rss_mib:.0f} MiB -> {report.output}"
         )
-    (h, w), (oh, ow) = report.input_size, report.output_size
-    console.print(
-        f"hv-vsr upscale: {report.frames} frames {w}x{h} -> {ow}x{oh} (x{plan.scale}, "
-        f"{plan.num_frames}-frame window) in {report.seconds:.1f} s "
-        f"({report.frames / report.seconds:.2f} frames/s), peak RSS {report.peak_rss_mib:.0f} MiB"
-        f" -> {report.output}"
-    )
+        if report.padded:
+            line = (f"note: {source} has {report.frames} frames, fewer than the "
+                    f"{plan.num_frames}-frame window: windows were filled by reflecting the "
+                    f"clip\n{line}")  # fmt: skip
+        return line
+
+    cfg.trainer.progress = cfg.trainer.progress and not args.no_progress and len(jobs) > 1
+    _, lines = run_over_inputs(jobs, run, cfg.trainer, model)
+    for _, line in sorted((gather_results(lines) or {}).items()):
+        console.print(line)
     return 0
 
 
@@ -188,8 +219,12 @@ def evaluate_main(argv: Sequence[str]) -> int:
     return 0
 
 
+EXPORT_TILE = 64
+"""LR tile (pixels) of an exported program: it runs on windows of this size, as upscale's tiles."""
+
+
 def _example_input(plan: VSRPlan) -> torch.Tensor:
-    return torch.rand(2, 3, plan.num_frames, 32, 32)
+    return torch.rand(2, 3, plan.num_frames, EXPORT_TILE, EXPORT_TILE)
 
 
 def _bench(argv: Sequence[str]) -> int:

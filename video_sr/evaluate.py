@@ -18,31 +18,11 @@ import numpy as np
 
 from shared.engine import InputError, atomic_write, atomic_write_json
 
-from .io import FRAME_SUFFIXES, is_video_path, open_source
+from .io import clip_sources, open_source
 from .metrics import frames_by_clip, mean_over_clips, psnr, ssim
 from .transforms import bi_downsample, bicubic_upscale, mod_crop
 
-__all__ = ["clip_sources", "evaluate_folders"]
-
-
-def clip_sources(path: Path) -> dict[str, Path]:
-    """Clip name -> frame folder or video, for a clip folder, a root of clips, or a video."""
-    if not path.exists():
-        raise InputError(f"{path}: not found")
-    if path.is_file():
-        if not is_video_path(path):
-            raise InputError(f"{path}: not a video file nor a folder")
-        return {path.stem: path}
-    if any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
-        return {path.name: path}
-    clips = {
-        (p.stem if p.is_file() else p.name): p
-        for p in sorted(path.iterdir())
-        if (p.is_dir() and not p.name.startswith(".")) or is_video_path(p)
-    }
-    if not clips:
-        raise InputError(f"{path}: no clips (frame folders or videos) inside")
-    return clips
+__all__ = ["evaluate_folders"]
 
 
 def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:

@@ -28,6 +28,7 @@ __all__ = [
     "FrameFolderWriter",
     "FrameSource",
     "VideoFileWriter",
+    "clip_sources",
     "frame_writer",
     "is_video_path",
     "list_frames",
@@ -54,6 +55,26 @@ def list_frames(folder: Path) -> list[Path]:
     if not frames:
         raise InputError(f"{folder}: no PNG/JPG frames inside")
     return frames
+
+
+def clip_sources(path: Path) -> dict[str, Path]:
+    """Clip name -> frame folder or video, for a clip folder, a root of clips, or a video."""
+    if not path.exists():
+        raise InputError(f"{path}: not found")
+    if path.is_file():
+        if not is_video_path(path):
+            raise InputError(f"{path}: not a video file nor a folder")
+        return {path.stem: path}
+    if any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
+        return {path.name: path}
+    clips = {
+        (p.stem if p.is_file() else p.name): p
+        for p in sorted(path.iterdir())
+        if (p.is_dir() and not p.name.startswith(".")) or is_video_path(p)
+    }
+    if not clips:
+        raise InputError(f"{path}: no clips (frame folders or videos) inside")
+    return clips
 
 
 def read_frame(path: Path) -> np.ndarray:

@@ -179,7 +179,7 @@ def test_export_gives_the_checkpoint_network(trained: Path, tmp_path: Path) -> N
     assert hv_vsr(["export", "--checkpoint", str(trained), "-o", str(out)]) == 0
     program = torch.export.load(out).module()
     model, _ = load_for_inference(trained, VIDEO_SR)
-    x = torch.rand(1, 3, 3, 64, 64)  # the example input's shape: tile 64, 3 frames
+    x = torch.rand(1, 3, 3, 64, 64)  # the exported tile (64 LR pixels), 3 frames, any batch
     torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)
 
 
