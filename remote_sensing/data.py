@@ -353,14 +353,21 @@ class ChipDataset(Dataset):
 
     Each item opens its file (handles cannot be pickled to DataLoader workers, and one chip per
     file means nothing is gained by keeping them open); ``transform`` is an albumentations
-    pipeline on ``(H, W, C)`` float32 arrays (see :mod:`remote_sensing.transforms`).
+    pipeline on ``(H, W, C)`` float32 arrays (see :mod:`remote_sensing.transforms`). ``random``:
+    the pipeline augments, and each item seeds it from torch's generator.
     """
 
     def __init__(
-        self, samples: list[Sample], pre: Preprocessing, transform: Callable, expected_count: int
+        self,
+        samples: list[Sample],
+        pre: Preprocessing,
+        transform: Callable,
+        expected_count: int,
+        random: bool = False,
     ) -> None:
         self.samples, self.pre, self.transform = samples, pre, transform
         self.expected_count = expected_count
+        self.random = random
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -369,6 +376,12 @@ class ChipDataset(Dataset):
         sample = self.samples[index]
         with open_raster(sample.path) as src:
             pixels, _ = read_pixels(src, self.pre, sample.path, expected_count=self.expected_count)
+        if self.random:
+            # albumentations keeps its own generator, which no global seed reaches (a fresh
+            # random state per Compose): draw its seed from torch's, which the engine seeds
+            # (each DataLoader worker differently) and restores on resume, so a seeded run
+            # augments the same way every time.
+            self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         image = self.transform(image=pixels.transpose(1, 2, 0))["image"]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": tensor, "label": sample.label, "path": str(sample.path)}

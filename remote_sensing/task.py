@@ -154,7 +154,7 @@ class RSDataModule(TaskDataModule):
             if augment
             else eval_transform(pre)
         )
-        return ChipDataset(self.plan.splits[split], pre, transform, self.plan.band_count)
+        return ChipDataset(self.plan.splits[split], pre, transform, self.plan.band_count, augment)
 
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         self.train_set = self.dataset("train", augment=True)
