@@ -30,7 +30,14 @@ from monai.metrics import Cumulative, compute_dice
 from monai.networks.utils import one_hot
 from torchmetrics import MetricCollection
 
-from shared.engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
+from shared.engine import (
+    HybridTask,
+    InputError,
+    RunConfig,
+    TaskDataModule,
+    evaluation_loader,
+    resumable_loader,
+)
 
 from .plan import MEDICAL, MedicalPlan, NetworkPlan, build_network
 from .transforms import train_transforms, val_transforms
@@ -240,7 +247,7 @@ class MedicalDataModule(TaskDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
-        return DataLoader(self.val_set, batch_size=1, num_workers=self.num_workers)
+        return evaluation_loader(self.val_set, 1, num_workers=self.num_workers)
 
 
 class SegmentationTask(HybridTask):

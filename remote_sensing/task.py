@@ -26,7 +26,14 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from shared.engine import HybridTask, InputError, RunConfig, TaskDataModule, resumable_loader
+from shared.engine import (
+    HybridTask,
+    InputError,
+    RunConfig,
+    TaskDataModule,
+    evaluation_loader,
+    resumable_loader,
+)
 
 from .data import (
     ChipDataset,
@@ -176,7 +183,7 @@ class RSDataModule(TaskDataModule):
                                 num_workers=self.num_workers)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        return evaluation_loader(self.val_set, self.batch_size, num_workers=self.num_workers)
 
 
 class SceneTask(HybridTask):

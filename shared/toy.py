@@ -20,7 +20,15 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from .classifier import HybridClassifier
 from .cli import TaskSpec, build_cli
-from .engine import HybridTask, InputError, RunConfig, TaskDataModule, Vertical, resumable_loader
+from .engine import (
+    HybridTask,
+    InputError,
+    RunConfig,
+    TaskDataModule,
+    Vertical,
+    evaluation_loader,
+    resumable_loader,
+)
 
 NUM_CLASSES = 4
 
@@ -107,7 +115,7 @@ class ToyDataModule(TaskDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        return evaluation_loader(self.val_set, self.batch_size, num_workers=self.num_workers)
 
 
 @dataclass

@@ -22,7 +22,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .blocks import HybridBlock
 from .cli import TaskSpec, build_cli
-from .engine import InputError, RunConfig, TaskDataModule, Vertical, resumable_loader
+from .engine import (
+    InputError,
+    RunConfig,
+    TaskDataModule,
+    Vertical,
+    evaluation_loader,
+    resumable_loader,
+)
 from .engine.image_task import PIXEL_LOSSES, ImageToImageTask
 from .toy import NpyFiles
 
@@ -138,7 +145,7 @@ class ToyImageDataModule(TaskDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        return evaluation_loader(self.val_set, self.batch_size, num_workers=self.num_workers)
 
 
 @dataclass

@@ -23,9 +23,9 @@ from shared.engine import RunConfig
 from shared.engine.config import OptimConfig, RegularizationConfig, RunFolderConfig, TrainerConfig
 from shared.toy import SPEC, ToyDataConfig, ToyModelConfig
 
-out, devices = sys.argv[1], int(sys.argv[2])
+out, devices, num_val = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pl.seed_everything(0)
-cfg = RunConfig(ToyDataConfig(num_train=16, num_val=48), ToyModelConfig(), OptimConfig(),
+cfg = RunConfig(ToyDataConfig(num_train=16, num_val=num_val), ToyModelConfig(), OptimConfig(),
                 TrainerConfig(batch_size=8, progress=False), RegularizationConfig(),
                 RunFolderConfig())
 module, data = SPEC.build(cfg)
@@ -34,7 +34,7 @@ trainer = pl.Trainer(accelerator="cpu", devices=devices,
                      enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False)
 results = trainer.validate(module, datamodule=data, verbose=False)[0]
-with open(f"{out}/devices{devices}-rank{trainer.global_rank}.json", "w") as handle:
+with open(f"{out}/val{num_val}-devices{devices}-rank{trainer.global_rank}.json", "w") as handle:
     json.dump(results, handle)
 """
 
@@ -45,17 +45,25 @@ def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return result
 
 
-def test_ddp_metrics_are_synchronised_across_ranks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("num_val", [48, 47])
+def test_ddp_metrics_are_synchronised_across_ranks(tmp_path: Path, num_val: int) -> None:
+    """Every rank sees the globally reduced metric, equal to one process's; with 47 items on 2
+    ranks (24 + 23) no item is scored twice (the default sampler would score one twice)."""
     script = tmp_path / "validate.py"
     script.write_text(VALIDATE_SCRIPT)
-    _run([sys.executable, str(script), str(tmp_path), "1"])
-    _run([sys.executable, str(script), str(tmp_path), "2"])
-    single = json.loads((tmp_path / "devices1-rank0.json").read_text())
-    rank0 = json.loads((tmp_path / "devices2-rank0.json").read_text())
-    rank1 = json.loads((tmp_path / "devices2-rank1.json").read_text())
+    _run([sys.executable, str(script), str(tmp_path), "1", str(num_val)])
+    _run([sys.executable, str(script), str(tmp_path), "2", str(num_val)])
+
+    def result(devices: int, rank: int) -> dict:
+        return json.loads((tmp_path / f"val{num_val}-devices{devices}-rank{rank}.json").read_text())
+
+    single, rank0, rank1 = result(1, 0), result(2, 0), result(2, 1)
     assert rank0 == rank1, "every rank must see the globally reduced metric"
-    for key in ("val/acc", "val/macro_f1", "val/loss"):
-        assert rank0[key] == pytest.approx(single[key], abs=1e-5), key
+    for key in ("val/acc", "val/macro_f1"):
+        assert rank0[key] == pytest.approx(single[key], abs=1e-6), key
+    # val/loss is a mean of the ranks' means (Lightning's sync_dist): exact only for even shares.
+    tolerance = 1e-5 if num_val == 48 else 0.05
+    assert rank0["val/loss"] == pytest.approx(single["val/loss"], abs=tolerance)
 
 
 def test_ddp_training_writes_one_run_folder_from_rank_zero(tmp_path: Path) -> None:

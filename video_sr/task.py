@@ -20,7 +20,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from shared.engine import ImageToImageTask, InputError, RunConfig, TaskDataModule, resumable_loader
+from shared.engine import (
+    ImageToImageTask,
+    InputError,
+    RunConfig,
+    TaskDataModule,
+    evaluation_loader,
+    resumable_loader,
+)
 
 from .data import TrainClips, ValClips, discover_clips
 from .inference import tiled_forward
@@ -127,7 +134,7 @@ class VSRDataModule(TaskDataModule):
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
         # Whole frames: one window per batch (frames of different clips may differ in size).
-        return DataLoader(self.val_set, batch_size=1, num_workers=self.num_workers)
+        return evaluation_loader(self.val_set, 1, num_workers=self.num_workers)
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from .contract import (
     network_state_dict,
     read_checkpoint,
 )
-from .data import TaskDataModule, resumable_loader
+from .data import TaskDataModule, evaluation_loader, resumable_loader
 from .image_task import ImageToImageTask
 from .io import InputError, atomic_write, atomic_write_json, file_stem, load_checkpoint
 from .module import HybridTask, split_batch, warmup_cosine
@@ -48,6 +48,7 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "reject_regularization",
+    "evaluation_loader",
     "resumable_loader",
     "split_batch",
     "validate_common",
