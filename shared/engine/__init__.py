@@ -1,6 +1,7 @@
 """Shared training engine on Lightning: task modules, run folders, resume, precision, DDP."""
 
 from .config import (
+    HalfOpenUnitInterval,
     OptimConfig,
     RegularizationConfig,
     RunConfig,
@@ -16,6 +17,7 @@ from .module import HybridTask, split_batch, warmup_cosine
 from .trainer import build_inference_trainer, build_trainer, fit
 
 __all__ = [
+    "HalfOpenUnitInterval",
     "HybridTask",
     "ImageToImageTask",
     "InputError",
