@@ -36,6 +36,8 @@ def tile_main(argv: Sequence[str]) -> int:
     parser.add_argument("--stride", type=int, default=64)
     parser.add_argument("--max-nodata", type=float, default=0.5, help="skip chips above this share")
     args = parser.parse_args(list(argv))
+    if not 0 <= args.max_nodata <= 1:
+        raise InputError(f"--max-nodata must be a share in [0, 1], got {args.max_nodata}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         report = tile_scene(args.scene, args.out, args.size, args.stride, args.max_nodata)
@@ -98,6 +100,8 @@ def predict_main(argv: Sequence[str]) -> int:
     parser.add_argument("--tta", action="store_true", help="average the D4 group at 2 scales")
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args(list(argv))
+    if args.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {args.batch}")
     if not args.input.exists():
         raise InputError(f"{args.input}: input not found")
     predictor = load_predictor(args.checkpoint, args.tta)
