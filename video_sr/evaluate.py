@@ -18,11 +18,14 @@ import numpy as np
 
 from shared.engine import InputError, atomic_write, atomic_write_json
 
-from .io import FRAME_SUFFIXES, is_video_path, open_source
+from .io import FRAME_SUFFIXES, is_video_file, open_source
 from .metrics import clip_mean, psnr, ssim
 from .transforms import bi_downsample, bicubic_upscale, mod_crop
 
 __all__ = ["clip_sources", "evaluate_folders"]
+
+SSIM_WINDOW = 11
+"""Side of skimage's SSIM window with gaussian weights, sigma 1.5: 2 * int(3.5 * 1.5 + 0.5) + 1."""
 
 
 def clip_sources(path: Path) -> dict[str, Path]:
@@ -30,15 +33,15 @@ def clip_sources(path: Path) -> dict[str, Path]:
     if not path.exists():
         raise InputError(f"{path}: not found")
     if path.is_file():
-        if not is_video_path(path):
-            raise InputError(f"{path}: not a video file nor a folder")
+        if not is_video_file(path):
+            raise InputError(f"{path}: not a video (PyAV finds no video stream) nor a folder")
         return {path.stem: path}
     if any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
         return {path.name: path}
     clips = {
         (p.stem if p.is_file() else p.name): p
         for p in sorted(path.iterdir())
-        if (p.is_dir() and not p.name.startswith(".")) or is_video_path(p)
+        if (p.is_dir() and not p.name.startswith(".")) or is_video_file(p)
     }
     if not clips:
         raise InputError(f"{path}: no clips (frame folders or videos) inside")
@@ -83,6 +86,7 @@ def evaluate_folders(
                     f"GT (cropped to a multiple of {scale}) {reference.shape[1]}x"
                     f"{reference.shape[0]}"
                 )
+            _check_scored_area(gt_path, index, reference.shape, border, with_ssim)
             row = {
                 "clip": name,
                 "frame": index,
@@ -123,6 +127,20 @@ def evaluate_folders(
     _plot_per_frame(out / "psnr_per_frame.png", per_clip_y)
     _side_by_side(out / "crops.png", crop_frames, scale, lq_clips)
     return summary
+
+
+def _check_scored_area(
+    gt_path: Path, index: int, shape: tuple[int, ...], border: int, with_ssim: bool
+) -> None:
+    """Refuse a crop border that leaves nothing to score (or less than SSIM's window)."""
+    height, width = shape[0] - 2 * border, shape[1] - 2 * border
+    needed = SSIM_WINDOW if with_ssim else 1
+    if min(height, width) < needed:
+        raise InputError(
+            f"{gt_path} (frame {index}): --crop-border {border} leaves {max(width, 0)}x"
+            f"{max(height, 0)} of a {shape[1]}x{shape[0]} frame; scoring needs {needed}x{needed}"
+            + (" (SSIM's window; --no-ssim needs 1x1)" if with_ssim else "")
+        )
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
