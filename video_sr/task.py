@@ -127,6 +127,7 @@ class VSRDataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         cfg = self.cfg
         train, val = self.split()
+        check_clips(train, val, cfg.scale, cfg.patch)
         for clip in train + val:
             if len(clip) < cfg.num_frames:
                 rank_zero_warn(
@@ -261,11 +262,9 @@ def check_clips(train: list[Clip], val: list[Clip], scale: int, patch: int) -> N
 
 
 def build_task(cfg: RunConfig) -> tuple[VideoSRTask, VSRDataModule]:
-    """Module and data for a run config; the clips are checked (:func:`check_clips`) first."""
-    data = VSRDataModule(cfg.data, cfg.trainer.batch_size, cfg.trainer.seed,
-                         cfg.trainer.num_workers)  # fmt: skip
-    train, val = data.split()
-    check_clips(train, val, cfg.data.scale, cfg.data.patch)
+    """Module and data for a run config (the data is read at setup: export needs none)."""
     model = make_model(cfg.model, cfg.data.scale, cfg.data.num_frames,
                        cfg.regularization.drop_path_rate)  # fmt: skip
+    data = VSRDataModule(cfg.data, cfg.trainer.batch_size, cfg.trainer.seed,
+                         cfg.trainer.num_workers)  # fmt: skip
     return VideoSRTask(model, cfg), data
