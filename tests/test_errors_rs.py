@@ -120,3 +120,14 @@ def test_mixup_keeps_the_class_weights_of_balance_loss(rs: dict[str, str]) -> No
     expected = class_weights(data.plan.splits["train"], len(data.plan.pre.class_names))
     assert torch.equal(task.loss_fn.weight, expected)
     assert torch.equal(task.mixed_loss.weight, expected)
+
+
+def test_config_yaml_round_trips_with_plain_values(rs: dict[str, str]) -> None:
+    """evaluate re-parses the run's config.yaml: the typed fields must read back as written."""
+    from remote_sensing.cli import SPEC
+    from shared.cli import parse_task_command
+
+    config = Path(rs["run"]) / "config.yaml"
+    _, cfg = parse_task_command(SPEC, "evaluate", "", [], lambda parser: None, base=config)
+    assert (cfg.data.val_fraction, cfg.data.chip_size) == (0.15, 16)
+    assert type(cfg.data.val_fraction) is float and type(cfg.data.test_fraction) is float

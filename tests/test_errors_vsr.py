@@ -159,3 +159,15 @@ def test_drop_path_rate_reaches_every_body_block(vsr: dict[str, str]) -> None:
         first = model(frames)
         torch.manual_seed(1)
         assert not torch.allclose(first, model(frames))
+
+
+def test_config_yaml_round_trips_and_checkpoint_meta_is_plain(vsr: dict[str, str]) -> None:
+    from shared.cli import parse_task_command
+    from video_sr.cli import SPEC
+
+    config = Path(vsr["run"]) / "config.yaml"
+    _, cfg = parse_task_command(SPEC, "export", "", [], lambda parser: None, base=config)
+    assert (cfg.data.scale, cfg.data.patch, cfg.data.tile_overlap) == (4, 8, 0.25)
+    assert type(cfg.data.patch) is int and type(cfg.data.tile_overlap) is float
+    meta = torch.load(vsr["ckpt"], map_location="cpu", weights_only=True)["video_sr"]
+    assert meta["num_frames"] == 3 and type(meta["num_frames"]) is int
