@@ -101,10 +101,27 @@ def _validate(cfg: RunConfig) -> None:
         raise InputError(f"--model.spatial_dims must be 2 or 3, got {cfg.model.spatial_dims}")
     if any(size % 32 for size in data.patch_size):
         raise InputError(f"--data.patch_size must be multiples of 32, got {data.patch_size}")
+    _validate_model(cfg)
     # The engine's MixUp/CutMix (timm) mixes class labels, not voxel-wise label maps.
     reject_regularization(
         cfg.regularization, "segmentation", ("mixup_alpha", "cutmix_alpha", "mix_prob")
     )
+
+
+def _validate_model(cfg: RunConfig) -> None:
+    """Refuse HybridUNet settings given for a MONAI baseline, which would ignore them."""
+    model = cfg.model
+    if model.arch in ("hybrid", "cnn"):
+        return
+    defaults = MedicalModelConfig()
+    for name in ("preset", "deep_supervision", "pure_cnn"):
+        value = getattr(model, name)
+        if value != getattr(defaults, name):
+            raise InputError(
+                f"--model.{name} {value}: applies to --model.arch hybrid and cnn only, not "
+                f"{model.arch}"
+            )
+    reject_regularization(cfg.regularization, f"--model.arch {model.arch}", ("drop_path_rate",))
 
 
 SPEC = TaskSpec(

@@ -101,8 +101,8 @@ class MedicalDataset:
 def discover_dataset(root: Path) -> MedicalDataset:
     """Read ``root/dataset.json`` and detect the MSD or nnU-Net v2 raw layout.
 
-    Raises ``InputError`` for a missing/unknown ``dataset.json``, no training cases, missing image,
-    label or channel files.
+    Raises ``InputError`` for a missing/unknown ``dataset.json``, no training cases, label values
+    that are not consecutive from 0, missing image, label or channel files.
     """
     root = Path(root)
     if root.name == "dataset.json" and root.is_file():
@@ -124,6 +124,7 @@ def discover_dataset(root: Path) -> MedicalDataset:
         )
     if not dataset.cases:
         raise InputError(f"{json_path}: dataset has no training cases")
+    _check_trainable_labels(json_path, dataset.labels)
     return dataset
 
 
@@ -164,6 +165,17 @@ def _check_labels(json_path: Path, labels: dict[int, str]) -> dict[int, str]:
     if any(v < 0 for v in labels):
         raise InputError(f"{json_path}: 'labels' values must be >= 0")
     return dict(sorted(labels.items()))
+
+
+def _check_trainable_labels(json_path: Path, labels: dict[int, str]) -> None:
+    # A network has one output channel per label and label value v is channel v (as in
+    # nnU-Net): a gap (0, 1, 3) would leave label 3 without a channel. Scoring (read_labels)
+    # allows gaps: references such as BraTS's 0, 1, 2, 4 are scored as they are.
+    if sorted(labels) != list(range(len(labels))):
+        raise InputError(
+            f"{json_path}: 'labels' values must be consecutive 0..{len(labels) - 1} for "
+            f"training, got {_list_values(sorted(labels))}"
+        )
 
 
 def _msd_labels(json_path: Path, mapping: Any) -> dict[int, str]:
@@ -473,9 +485,19 @@ def check_case(case: Case, dataset: MedicalDataset) -> None:
 
 
 def make_progress(description_width: int = 28) -> Any:
-    """A rich progress bar on stderr (stdout stays clean for tables and JSON)."""
+    """A rich progress bar on stderr (stdout stays clean for tables and JSON).
+
+    The finished bar stays on screen; a bar left by an error is removed, so a refused input
+    leaves only its one error line on stderr.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    class _Progress(Progress):
+        def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
+            if kind is not None:
+                self.live.transient = True
+            super().__exit__(kind, value, trace)
 
     columns = (
         f"{{task.description:<{description_width}}}",
@@ -483,7 +505,7 @@ def make_progress(description_width: int = 28) -> Any:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    return Progress(*columns, console=Console(stderr=True), transient=False)
+    return _Progress(*columns, console=Console(stderr=True), transient=False)
 
 
 def _run_in_threads(

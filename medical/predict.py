@@ -221,6 +221,24 @@ def _input_channels(scan: ScanInput) -> int:
     return shape[3] if len(shape) == 4 else 1
 
 
+def _check_finite(scan: ScanInput) -> None:
+    """Refuse NIfTI inputs holding NaN or infinite voxels (the normalisation would hide them
+    and the label map would be computed from made-up values). Integer files cannot hold them
+    and are not read here."""
+    for file in scan.files:
+        if file.is_dir():  # DICOM series: integer pixel data
+            continue
+        try:
+            image = nib.load(str(file))
+            if not np.issubdtype(image.get_data_dtype(), np.floating):
+                continue
+            finite = bool(np.isfinite(np.asanyarray(image.dataobj)).all())
+        except Exception as err:  # nibabel/gzip/zlib raise many types for a damaged file
+            raise InputError(f"{file}: not a readable NIfTI ({type(err).__name__})") from None
+        if not finite:
+            raise InputError(f"{file}: NaN or infinite voxel values; nothing can be predicted")
+
+
 def _is_ct(modality: str) -> bool:
     return modality.strip().upper() == "CT"
 
@@ -293,6 +311,7 @@ def segment(
     channels = _input_channels(scan)
     if channels != expected:
         raise InputError(f"{scan.files[0]}: {channels} channel(s), the model expects {expected}")
+    _check_finite(scan)
     pipeline = build_pipeline(plan.target_spacing, plan.normalization, False)
     with tempfile.TemporaryDirectory() as scratch:
         try:

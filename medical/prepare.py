@@ -100,13 +100,23 @@ def prepare_dataset(
     if max(dataset.labels) > 255:
         raise InputError(f"{root / 'dataset.json'}: label values above 255 (labels are uint8)")
     check_output_folder(root, out)
+    # The outermost folder this call creates (out itself, or a parent such as prepared/).
+    created = next((p for p in [*reversed(out.absolute().parents), out.absolute()]
+                    if not p.exists()), None)  # fmt: skip
     cases_dir = out / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
-    with locked(out):
-        clean_cases_dir(cases_dir, {c.case_id for c in dataset.cases})
-        fingerprint = compute_fingerprint(dataset, out, workers, force)
-        target = _target(target_spacing, fingerprint)
-        prepared, cached = _prepare_cases(dataset, out, fingerprint, target, workers, force)
+    try:
+        with locked(out):
+            clean_cases_dir(cases_dir, {c.case_id for c in dataset.cases})
+            fingerprint = compute_fingerprint(dataset, out, workers, force)
+            target = _target(target_spacing, fingerprint)
+            prepared, cached = _prepare_cases(dataset, out, fingerprint, target, workers, force)
+    except InputError:
+        # Refused before any case was prepared (every case is checked while fingerprinting):
+        # leave no folder behind that this call made.
+        if created is not None and not (out / "dataset.json").exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     return PrepareReport(prepared, cached, out, tuple(target), time.perf_counter() - started)
 
 

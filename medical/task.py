@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
 from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai.inferers import SliceInferer, sliding_window_inference
 from monai.losses import DeepSupervisionLoss, DiceCELoss
@@ -31,6 +32,7 @@ from monai.networks.utils import one_hot
 from torchmetrics import MetricCollection
 
 from shared.engine import (
+    HalfOpenUnitInterval,
     HybridTask,
     InputError,
     RunConfig,
@@ -39,6 +41,7 @@ from shared.engine import (
     resumable_loader,
 )
 
+from .model import ARCHS, MEDICAL_PRESETS, PRESETS
 from .plan import MEDICAL, MedicalPlan, NetworkPlan, build_network
 from .transforms import train_transforms, val_transforms
 
@@ -53,6 +56,14 @@ __all__ = [
     "split_cases",
 ]
 
+# What training reads from a prepared folder's dataset.json (written by hv-med prepare).
+MANIFEST_KEYS = ("modalities", "labels", "target_spacing", "normalization", "cases")
+
+# Choices and ranges as types: the parser refuses a bad value with one line naming the flag.
+Arch = Literal[ARCHS]  # type: ignore[valid-type]
+Preset = Literal[(*MEDICAL_PRESETS, *PRESETS)]  # type: ignore[valid-type]
+
+
 @dataclass
 class MedicalDataConfig:
     """Where the data is and how patches are drawn."""
@@ -61,17 +72,17 @@ class MedicalDataConfig:
     """Raw dataset folder in MSD or nnU-Net layout (prepared automatically, cached)."""
     prepared: str | None = None
     """Prepared folder (from 'hv-med prepare'); default prepared/<dataset folder name>."""
-    patch_size: tuple[int, int, int] = (64, 64, 64)
+    patch_size: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 64, 64)
     """Training patch and sliding-window ROI (each a multiple of 32)."""
-    samples_per_case: int = 2
+    samples_per_case: PositiveInt = 2
     """Patches drawn from each case per step (half centred on foreground)."""
-    val_fraction: float = 0.2
-    """Share of cases kept for validation when the dataset names none."""
-    target_spacing: tuple[float, float, float] | None = None
+    val_fraction: OpenUnitInterval = 0.2
+    """Share of cases kept for validation when the dataset names none, in (0, 1)."""
+    target_spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     """Resampling spacing in mm; default the dataset's median spacing."""
-    sw_overlap: float = 0.5
-    """Sliding-window overlap during validation."""
-    sw_batch_size: int = 2
+    sw_overlap: HalfOpenUnitInterval = 0.5
+    """Sliding-window overlap during validation, in [0, 1)."""
+    sw_batch_size: PositiveInt = 2
     workers: int = 2
     """Processes for preparation."""
 
@@ -80,12 +91,12 @@ class MedicalDataConfig:
 class MedicalModelConfig:
     """The segmentation network."""
 
-    arch: Literal["hybrid", "cnn", "unet", "segresnet", "swinunetr"] = "hybrid"
+    arch: Arch = "hybrid"
     """Network: hybrid (ours), cnn (our attention-free control at matched parameters), or a
     MONAI baseline: unet, segresnet, swinunetr (feature size 24). preset and deep_supervision
     apply to hybrid and cnn only."""
-    preset: str = "med_cpu"
-    """HybridUNet preset: med_cpu, med_12gb, med_24gb."""
+    preset: Preset = "med_cpu"
+    """HybridUNet preset: med_cpu, med_12gb, med_24gb (or a shared backbone preset)."""
     deep_supervision: bool = False
     pure_cnn: bool = False
     """Attention removed, widened to matched parameters (benchmark baseline)."""
@@ -215,7 +226,16 @@ class MedicalDataModule(TaskDataModule):
         path = self.folder / "dataset.json"
         if not path.is_file():
             raise InputError(f"{self.folder}: not a prepared dataset (run 'hv-med prepare')")
-        manifest = json.loads(path.read_text())
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"{path}: not readable JSON: {err}") from None
+        missing = [key for key in MANIFEST_KEYS if key not in manifest]
+        if missing:  # e.g. --data.prepared given a raw MSD/nnU-Net folder
+            raise InputError(
+                f"{path}: not a prepared-dataset manifest (no {missing[0]!r}); give the raw "
+                "folder as --data.dataset, or run 'hv-med prepare'"
+            )
         raw = Path(manifest.get("source_root", "")) / "dataset.json"
         if "validation_cases" not in manifest and raw.is_file():
             manifest["validation_cases"] = json.loads(raw.read_text()).get("validation_cases")

@@ -3,8 +3,8 @@
 Prepared cases (see :mod:`medical.prepare`) are already in RAS orientation, resampled and
 intensity-normalised, stored as ``image.npy`` (C, X, Y, Z) and ``label.npy`` (1, X, Y, Z). These
 pipelines only load, sample patches balanced between foreground and background, and augment
-(flips, 90-degree rotations, scaling, intensity scale/shift), as the standard MONAI 3D recipe;
-for 2D networks the patches are slices of the 3D volumes.
+(flips, 90-degree rotations in square planes, scaling, intensity scale/shift), as the standard
+MONAI 3D recipe; for 2D networks the patches are slices of the 3D volumes.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def train_transforms(
             ),
             *slicing,
             *[RandFlipd(keys=KEYS, prob=0.5, spatial_axis=axis) for axis in spatial_axes],
-            RandRotate90d(keys=KEYS, prob=0.5, max_k=3, spatial_axes=(0, 1)),
+            *_rotations(patch_size),
             RandZoomd(
                 keys=KEYS,
                 prob=0.2,
@@ -84,6 +84,18 @@ def train_transforms(
             EnsureTyped(keys=KEYS, track_meta=False),
         ]
     )
+
+
+def _rotations(patch_size: Sequence[int]) -> list:
+    """90-degree rotations in the first plane when the patch is square there, else none.
+
+    A quarter turn of a non-square plane would change the patch's shape (a 64x32x32 patch
+    becomes 32x64x32) and the batch could not be stacked; the half turn it leaves out is already
+    drawn by the flips of both axes.
+    """
+    if patch_size[0] != patch_size[1]:
+        return []
+    return [RandRotate90d(keys=KEYS, prob=0.5, max_k=3, spatial_axes=(0, 1))]
 
 
 def val_transforms() -> Compose:

@@ -38,6 +38,8 @@ def tile_main(argv: Sequence[str]) -> int:
     parser.add_argument("--stride", type=int, default=64)
     parser.add_argument("--max-nodata", type=float, default=0.5, help="skip chips above this share")
     args = parser.parse_args(list(argv))
+    if not 0 <= args.max_nodata <= 1:
+        raise InputError(f"--max-nodata must be a share in [0, 1], got {args.max_nodata}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         report = tile_scene(args.scene, args.out, args.size, args.stride, args.max_nodata)

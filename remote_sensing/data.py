@@ -168,6 +168,11 @@ def read_pixels(
     except RasterioIOError as err:
         raise InputError(f"{path}: read failed (corrupt or truncated?): {err}") from None
     pixels = np.asarray(data.filled(0), dtype=np.float32) / np.float32(pre.scale)
+    if not np.isfinite(pixels).all():
+        # NaN or inf not declared as nodata: it would spread through normalisation and the model.
+        raise InputError(
+            f"{path}: NaN or infinite pixel values (declare them as the raster's nodata value)"
+        )
     valid = ~np.ma.getmaskarray(data).any(axis=0)
     if not valid.all():
         fill = np.asarray(pre.mean, dtype=np.float32)[:, None, None]

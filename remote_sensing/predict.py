@@ -168,6 +168,8 @@ def chip_files(inputs: list[Path]) -> list[Path]:
     """The chips named by ``inputs``: image files as given, folders searched recursively."""
     files: list[Path] = []
     for path in inputs:
+        if not path.exists():
+            raise InputError(f"{path}: input not found")
         if path.is_dir():
             found = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_ENDINGS)
             if not found:

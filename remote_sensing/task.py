@@ -16,22 +16,26 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from jsonargparse.typing import OpenUnitInterval, PositiveFloat
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from shared import PRESETS
 from shared.engine import (
+    HalfOpenUnitInterval,
     HybridTask,
     InputError,
     RunConfig,
     TaskDataModule,
     evaluation_loader,
+    reject_regularization,
     resumable_loader,
 )
 
@@ -66,6 +70,11 @@ __all__ = [
 
 BALANCE = ("none", "loss", "sampler")
 
+# Choices and ranges as types: the parser refuses a bad value with one line naming the flag.
+Arch = Literal[ARCHS]  # type: ignore[valid-type]
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+Balance = Literal[BALANCE]  # type: ignore[valid-type]
+
 
 @dataclass
 class RSDataConfig:
@@ -74,21 +83,21 @@ class RSDataConfig:
     root: str | None = None
     """EuroSAT-layout folder (<root>/<Class>/<Class>_<n>.tif), any class-folder tree of
     GeoTIFF/PNG/JPG, or a CSV manifest with path,label columns."""
-    bands: list[str] | None = None
+    bands: list[int | str] | None = None
     """Bands in network order, by name (B04: the file's band descriptions, or EuroSAT's order for
     13 bands without them) or 1-based index (4); default all."""
     chip_size: int = 64
     """Network input size; chips of other sizes are resampled to it (area averaging)."""
-    scale: float | None = None
+    scale: PositiveFloat | None = None
     """Reflectance divisor; default by dtype (uint16: 10000, uint8: 255, float: 1)."""
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    val_fraction: OpenUnitInterval = 0.15
+    test_fraction: HalfOpenUnitInterval = 0.15
     """Shares per class for the seeded stratified split (when the dataset has no split files)."""
     rotate: bool = True
     """D4 and arbitrary-angle rotation augmentation (imagery has no 'up')."""
     multiscale: bool = True
     """Scale jitter by RandomResizedCrop."""
-    balance: str = "none"
+    balance: Balance = "none"
     """Class imbalance: none, loss (inverse-frequency weights) or sampler (balanced draws)."""
 
 
@@ -96,10 +105,10 @@ class RSDataConfig:
 class RSModelConfig:
     """The classifier."""
 
-    arch: str = "hybrid"
+    arch: Arch = "hybrid"
     """hybrid (ours), cnn (our pure-CNN control at matched parameters), resnet18,
     hybrid_resnet18, coatnet_nano, botnet26t (timm, adapted to the band count)."""
-    preset: str = "hybrid_tiny"
+    preset: Preset = "hybrid_tiny"
     """Backbone preset for hybrid and cnn."""
     multiscale_head: bool = True
     """Pool the last three stages into the head (False: the deepest only)."""
@@ -272,9 +281,23 @@ def validate(cfg: RunConfig) -> None:
         raise InputError(f"--data.root {data.root}: not found")
     if data.chip_size < 16:
         raise InputError(f"--data.chip_size must be >= 16, got {data.chip_size}")
-    if data.balance not in BALANCE:
-        raise InputError(f"--data.balance must be one of {', '.join(BALANCE)}")
-    if not (0 < data.val_fraction < 1 and 0 <= data.test_fraction < 1):
-        raise InputError("--data.val_fraction must be in (0, 1), --data.test_fraction in [0, 1)")
-    if model.arch not in ARCHS:
-        raise InputError(f"--model.arch must be one of {', '.join(ARCHS)}, got {model.arch!r}")
+    if data.val_fraction + data.test_fraction >= 1:
+        raise InputError(
+            f"--data.val_fraction {data.val_fraction} and --data.test_fraction "
+            f"{data.test_fraction} leave no training data (their sum must be < 1)"
+        )
+    if model.arch not in ("hybrid", "cnn"):
+        # The timm models have their own fixed layout: these settings would be ignored.
+        defaults = RSModelConfig()
+        for name in ("preset", "multiscale_head"):
+            value = getattr(model, name)
+            if value != getattr(defaults, name):
+                raise InputError(
+                    f"--model.{name} {value}: applies to --model.arch hybrid and cnn only, not "
+                    f"{model.arch}"
+                )
+    if model.arch == "hybrid_resnet18":
+        # timm's resnet18 is built without stochastic depth before its last stage is converted.
+        reject_regularization(
+            cfg.regularization, "--model.arch hybrid_resnet18", ("drop_path_rate",)
+        )

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import re
+import shutil
 import sys
 import traceback
 import warnings
@@ -38,6 +39,7 @@ from .engine.config import (
     RunConfig,
     RunFolderConfig,
     TrainerConfig,
+    plain_values,
     validate_common,
 )
 from .engine.contract import (
@@ -165,12 +167,12 @@ def _to_run_config(spec: TaskSpec, parser: _Parser, ns: Namespace) -> RunConfig:
         parser.instantiate(ns) if hasattr(parser, "instantiate") else parser.instantiate_classes(ns)
     )
     cfg = RunConfig(
-        data=init.data,
-        model=init.model,
-        optim=init.optim,
-        trainer=init.trainer,
-        regularization=init.regularization,
-        run=init.run,
+        data=plain_values(init.data),
+        model=plain_values(init.model),
+        optim=plain_values(init.optim),
+        trainer=plain_values(init.trainer),
+        regularization=plain_values(init.regularization),
+        run=plain_values(init.run),
     )
     validate_common(cfg.optim, cfg.trainer, cfg.regularization)
     parse_devices(cfg.trainer.devices)
@@ -232,8 +234,14 @@ def refuse_network_flags(argv: Sequence[str], command: str) -> None:
             )
 
 
-def _run_config_file(checkpoint: Path) -> Path:
-    """``runs/<name>/config.yaml`` for ``runs/<name>/checkpoints/<file>.ckpt``."""
+def _run_config_file(spec: TaskSpec, checkpoint: Path) -> Path:
+    """``runs/<name>/config.yaml`` for ``runs/<name>/checkpoints/<file>.ckpt``.
+
+    The checkpoint is checked against the task's vertical first (one line naming the file and
+    what it is): another vertical's run config would otherwise fail to parse with a message
+    about its keys.
+    """
+    read_checkpoint(checkpoint, spec.vertical)
     return checkpoint.parent.parent / "config.yaml"
 
 
@@ -284,6 +292,8 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
         raise InputError(f"{resume_dir}: not a run folder (no config.yaml)")
     ns, cfg = _parse(spec, parser, argv, resume_dir / "config.yaml" if resume_dir else None)
     run_dir = resume_dir or cfg.run_dir
+    # The folders a fresh run creates (run_dir, then missing parents): removed on a refusal.
+    made = [] if resume_dir else [p for p in [run_dir, *run_dir.parents] if not p.exists()]
     if resume_dir is not None:
         cfg.run.runs_dir, cfg.run.name = str(resume_dir.parent), resume_dir.name
     elif rank_zero_only.rank == 0 and (run_dir / "checkpoints").exists() and not cfg.run.overwrite:
@@ -292,21 +302,36 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
             "pick another --run.name, or pass --run.overwrite true"
         )
     _absolute_paths(spec, ns, cfg)
-    if rank_zero_only.rank == 0:
-        atomic_write_text(run_dir / "config.yaml", _dump_config(parser, ns))
     # Seed before building: weight initialisation must repeat too.
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    # Build before the run folder is written: bad data found while building (unreadable files,
+    # clips smaller than the crop...) is refused without leaving a half-made run behind.
     module, datamodule = spec.build(cfg, None)
-    trainer = fit(
-        module,
-        datamodule,
-        cfg.trainer,
-        run_dir,
-        spec.headline,
-        spec.mode,
-        grad_clip=cfg.optim.grad_clip,
-        resume=resume_dir is not None,
-    )
+    if rank_zero_only.rank == 0:
+        atomic_write_text(run_dir / "config.yaml", _dump_config(parser, ns))
+    try:
+        trainer = fit(
+            module,
+            datamodule,
+            cfg.trainer,
+            run_dir,
+            spec.headline,
+            spec.mode,
+            grad_clip=cfg.optim.grad_clip,
+            resume=resume_dir is not None,
+        )
+    except InputError:
+        # Bad data met while training (a chip of the validation split, a batch too small...)
+        # before any checkpoint: the run folder this call made holds nothing worth keeping.
+        checkpoints = run_dir / "checkpoints"
+        if made and rank_zero_only.rank == 0 and not any(checkpoints.glob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in made[1:]:
+                try:
+                    parent.rmdir()
+                except OSError:  # another run writes there too
+                    break
+        raise
     if trainer.is_global_zero:
         import json
 
@@ -342,7 +367,7 @@ def load_run(
     """
     refuse_network_flags(argv, command)
     parser = _config_parser(spec, command, "")
-    _, cfg = _parse(spec, parser, list(argv), _run_config_file(checkpoint))
+    _, cfg = _parse(spec, parser, list(argv), _run_config_file(spec, checkpoint))
     return cfg, *_restore(spec, cfg, checkpoint)
 
 
@@ -382,7 +407,7 @@ def parse_inference_command(
     """
     refuse_network_flags(argv, command)
     checkpoint = _peek_option(list(argv), "--checkpoint")
-    base = _run_config_file(Path(checkpoint)) if checkpoint else None
+    base = _run_config_file(spec, Path(checkpoint)) if checkpoint else None
     no_data_checks = dataclasses.replace(spec, validate=None)
     ns, cfg = parse_task_command(no_data_checks, command, description, argv, add_arguments, base)
     device = ns.get("device")
@@ -414,7 +439,7 @@ def _evaluate_parser(spec: TaskSpec) -> _Parser:
 def _evaluate(spec: TaskSpec, argv: list[str], console: Console) -> int:
     checkpoint = _require_checkpoint(argv, "evaluate")
     refuse_network_flags(argv, "evaluate")
-    _, cfg = _parse(spec, _evaluate_parser(spec), argv, _run_config_file(checkpoint))
+    _, cfg = _parse(spec, _evaluate_parser(spec), argv, _run_config_file(spec, checkpoint))
     module, datamodule = _restore(spec, cfg, checkpoint)
     trainer = build_inference_trainer(cfg.trainer)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
@@ -505,7 +530,7 @@ def _predict(spec: TaskSpec, argv: list[str], console: Console) -> int:
         raise InputError(f"{spec.prog} has no predict command yet")
     checkpoint = _require_checkpoint(argv, "predict")
     refuse_network_flags(argv, "predict")
-    ns, cfg = _parse(spec, _predict_parser(spec), argv, _run_config_file(checkpoint))
+    ns, cfg = _parse(spec, _predict_parser(spec), argv, _run_config_file(spec, checkpoint))
     if not ns.out:
         raise InputError("predict needs -o OUTPUT_DIR")
     files = _input_files([Path(p) for p in ns.inputs])
@@ -642,7 +667,8 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
         except (InputError, FileNotFoundError) as err:
             if debug:
                 traceback.print_exc()
-            print(f"{spec.prog} {command}: error: {err}", file=sys.stderr)
+            # One line whatever the message holds (library errors quoted inside may have many).
+            print(f"{spec.prog} {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
             return 2
 
     return main

@@ -81,8 +81,7 @@ def upscale_main(argv: Sequence[str]) -> int:
 
     args, cfg = parse_inference_command(SPEC, "upscale", upscale_main.__doc__ or "", argv,
                                         _upscale_arguments)  # fmt: skip
-    if args.tile and args.tile < 8:
-        raise InputError(f"--tile must be 0 or >= 8, got {args.tile}")
+    _check_upscale_args(args)
     jobs = _upscale_jobs([Path(p) for p in args.inputs], Path(args.out))
     model, plan = load_for_inference(args.checkpoint, VIDEO_SR)
     if args.scale is not None and args.scale != plan.scale:
@@ -127,6 +126,30 @@ def upscale_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _check_upscale_args(args) -> None:
+    """One-line refusals for upscale options out of range, before anything is loaded."""
+    if args.tile and args.tile < 8:
+        raise InputError(f"--tile must be 0 (whole frames) or >= 8, got {args.tile}")
+    if not 0 <= args.tile_overlap < 1:
+        raise InputError(f"--tile-overlap must be in [0, 1), got {args.tile_overlap}")
+    if args.max_memory is not None and args.max_memory <= 0:
+        raise InputError(f"--max-memory must be > 0 MiB, got {args.max_memory}")
+    if args.fps is not None and not args.fps > 0:
+        raise InputError(f"--fps must be > 0, got {args.fps}")
+    if args.device == "auto":
+        return
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {args.device}: choose cpu, cuda or cuda:N")
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise InputError(f"--device {args.device}: no such CUDA device on this machine")
+
+
 def _write_clip(frames, folder: Path, overwrite: bool) -> int:
     """Write frames into ``folder`` through a hidden temporary folder renamed at the end."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +184,8 @@ def degrade_main(argv: Sequence[str]) -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="frames per clip (0: all)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing clips")
     args = parser.parse_args(list(argv))
+    if args.max_frames < 0:
+        raise InputError(f"--max-frames must be >= 0 (0: all), got {args.max_frames}")
     if args.out.resolve() == args.input.resolve():
         raise InputError(f"{args.out}: the dataset root must differ from the input")
     clips = clip_sources(args.input)
@@ -209,6 +234,8 @@ def evaluate_main(argv: Sequence[str]) -> int:
     parser.add_argument("--lq", type=Path, default=None, help="LR clips for the bicubic panel")
     parser.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
     args = parser.parse_args(list(argv))
+    if args.crop_border is not None and args.crop_border < 0:
+        raise InputError(f"--crop-border must be >= 0, got {args.crop_border}")
     summary = evaluate_folders(
         args.pred, args.gt, args.out, args.scale, args.crop_border, args.lq, not args.no_ssim
     )

@@ -6,9 +6,10 @@ Accepted roots (``--data.root``):
   Vimeo-90K); without ``lq/`` (or without a clip inside it) the LR frames are made on the fly
   with the run's degradation;
 - frame folders: ``root/<clip>/<frame>.png``, GT only;
-- video files: ``root/<clip>.mp4`` (any of :data:`video_sr.io.VIDEO_SUFFIXES`), decoded once,
-  streamed frame by frame, into GT frame folders under ``cache_dir`` (random access for
-  training needs frames, not a compressed stream).
+- video files: ``root/<clip>.mp4`` (any file PyAV reads as a video, whatever its ending:
+  :func:`video_sr.io.is_video_file`), decoded once, streamed frame by frame, into GT frame
+  folders under ``cache_dir`` (random access for training needs frames, not a compressed
+  stream).
 
 Training samples: the window of ``T`` frames centred on each frame, with reflection at the clip
 ends (frame ``-1`` is frame ``1``), one random crop aligned across the frames, flips, rot90 and
@@ -29,7 +30,7 @@ from torch.utils.data import Dataset
 
 from shared.engine import InputError
 
-from .io import FRAME_SUFFIXES, VIDEO_SUFFIXES, list_frames, open_source, read_frame, write_png
+from .io import FRAME_SUFFIXES, is_video_file, list_frames, open_source, read_frame, write_png
 from .transforms import augment_clip, degrade, mod_crop, random_crop_pair
 
 __all__ = [
@@ -110,7 +111,9 @@ def discover_clips(root: str | Path, cache_dir: str | Path | None = None) -> lis
                     f"{lq_root / folder.name}: {len(lq)} LR frames for {len(gt)} GT frames"
                 )
         clips.append(Clip(folder.name, gt, lq))
-    videos = sorted(p for p in gt_root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = sorted(
+        p for p in gt_root.iterdir() if p.suffix.lower() not in FRAME_SUFFIXES and is_video_file(p)
+    )
     if videos:
         cache = Path(cache_dir) if cache_dir else root / ".frames"
         clips += [Clip(v.stem, extract_video(v, cache / v.stem)) for v in videos]

@@ -24,6 +24,9 @@ from .transforms import bi_downsample, bicubic_upscale, mod_crop
 
 __all__ = ["evaluate_folders"]
 
+SSIM_WINDOW = 11
+"""Side of skimage's SSIM window with gaussian weights, sigma 1.5: 2 * int(3.5 * 1.5 + 0.5) + 1."""
+
 
 def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
     preds, gts = clip_sources(pred), clip_sources(gt)
@@ -62,6 +65,7 @@ def evaluate_folders(
                     f"GT (cropped to a multiple of {scale}) {reference.shape[1]}x"
                     f"{reference.shape[0]}"
                 )
+            _check_scored_area(gt_path, index, reference.shape, border, with_ssim)
             row = {
                 "clip": name,
                 "frame": index,
@@ -106,6 +110,20 @@ def evaluate_folders(
     _plot_per_frame(out / "psnr_per_frame.png", per_clip_y)
     _side_by_side(out / "crops.png", crop_frames, scale, lq_clips)
     return summary
+
+
+def _check_scored_area(
+    gt_path: Path, index: int, shape: tuple[int, ...], border: int, with_ssim: bool
+) -> None:
+    """Refuse a crop border that leaves nothing to score (or less than SSIM's window)."""
+    height, width = shape[0] - 2 * border, shape[1] - 2 * border
+    needed = SSIM_WINDOW if with_ssim else 1
+    if min(height, width) < needed:
+        raise InputError(
+            f"{gt_path} (frame {index}): --crop-border {border} leaves {max(width, 0)}x"
+            f"{max(height, 0)} of a {shape[1]}x{shape[0]} frame; scoring needs {needed}x{needed}"
+            + (" (SSIM's window; --no-ssim needs 1x1)" if with_ssim else "")
+        )
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

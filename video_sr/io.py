@@ -4,6 +4,10 @@ Frames are ``(H, W, 3)`` uint8 RGB arrays. A source is read one frame at a time,
 video at once; a sink writes to a temporary name and renames only when complete, so a killed
 run leaves nothing that looks finished. Every problem with an input is an :class:`InputError`
 naming the file (and the frame index when known).
+
+An input file is a video when PyAV opens it with a video stream (:func:`is_video_file`), whatever
+its name: an MPEG-2 ``.mpg`` or a ``.ts`` capture plays. Outputs still need a name rule to pick a
+container and codec (:func:`is_video_path`, :data:`VIDEO_SUFFIXES`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ __all__ = [
     "FrameSource",
     "VideoFileWriter",
     "clip_sources",
+    "frame_size",
     "frame_writer",
+    "is_video_file",
     "is_video_path",
     "list_frames",
     "open_source",
@@ -43,8 +49,39 @@ DEFAULT_FPS = Fraction(25)
 
 
 def is_video_path(path: Path) -> bool:
-    """True when ``path`` names a video file by its ending."""
+    """True when ``path`` names a video file by its ending: the rule for outputs, which do not
+    exist yet (inputs are probed by :func:`is_video_file`)."""
     return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _still_image_format(name: str) -> bool:
+    # FFmpeg opens single images (png_pipe, jpeg_pipe, image2) and text (tty) with a "video"
+    # stream too; none of them is a clip.
+    return any(part == "image2" or part == "tty" or part.endswith("_pipe")
+               for part in name.split(","))  # fmt: skip
+
+
+def is_video_file(path: Path) -> bool:
+    """True when PyAV opens the file ``path`` with a video stream (not a still image): probed by
+    content, so any container FFmpeg reads counts, whatever the file's ending."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video) and not _still_image_format(container.format.name)
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def frame_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (the pixels are not decoded)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: unreadable image ({err})") from None
+    return height, width
 
 
 def list_frames(folder: Path) -> list[Path]:
@@ -62,15 +99,15 @@ def clip_sources(path: Path) -> dict[str, Path]:
     if not path.exists():
         raise InputError(f"{path}: not found")
     if path.is_file():
-        if not is_video_path(path):
-            raise InputError(f"{path}: not a video file nor a folder")
+        if not is_video_file(path):
+            raise InputError(f"{path}: not a video (PyAV finds no video stream) nor a folder")
         return {path.stem: path}
     if any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
         return {path.name: path}
     clips = {
         (p.stem if p.is_file() else p.name): p
         for p in sorted(path.iterdir())
-        if (p.is_dir() and not p.name.startswith(".")) or is_video_path(p)
+        if (p.is_dir() and not p.name.startswith(".")) or is_video_file(p)
     }
     if not clips:
         raise InputError(f"{path}: no clips (frame folders or videos) inside")
@@ -185,10 +222,8 @@ def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
         first = read_frame(files[0])
         rate = Fraction(fps).limit_denominator(1001) if fps else DEFAULT_FPS
         return FrameSource(path, rate, first.shape[:2], len(files), files)
-    if not is_video_path(path):
-        raise InputError(
-            f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor a folder of frames"
-        )
+    if not is_video_file(path):
+        raise InputError(f"{path}: not a video (PyAV finds no video stream) nor a folder of frames")
     return _open_video(path)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from shared.blocks import HybridBlock
@@ -59,6 +60,9 @@ class VSRConfig:
     """Replace the hybrid blocks with residual conv blocks (the control)."""
     cnn_width: int = 0
     """Width of the pure-CNN control (0: ``width``; :func:`matched_cnn` sets it)."""
+    drop_path_rate: float = 0.0
+    """Stochastic depth (training only): the residual branch of the i-th of the N body blocks
+    is dropped per sample with probability ``drop_path_rate * i / (N - 1)``, as SwinIR does."""
 
 
 PRESETS: dict[str, VSRConfig] = {
@@ -125,19 +129,21 @@ class ResidualBlockNoNorm(nn.Module):
     """``x + conv(3,3,3)(ReLU(conv(1,3,3)(x)))``: EDSR's block with a temporal second conv.
 
     Written here because :class:`shared.ResidualConvBlock` uses one isotropic kernel and a norm.
+    ``drop_path`` drops the residual branch per sample while training (stochastic depth).
     """
 
-    def __init__(self, dims: int, width: int) -> None:
+    def __init__(self, dims: int, width: int, drop_path: float = 0.0) -> None:
         super().__init__()
         self.body = nn.Sequential(
             _conv(dims, width, width, (1, 3, 3)),
             nn.ReLU(inplace=True),
             _conv(dims, width, width, (3, 3, 3)),
         )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual output."""
-        return x + self.body(x)
+        return x + self.drop_path(self.body(x))
 
 
 class VideoSRNet(nn.Module):
@@ -151,9 +157,12 @@ class VideoSRNet(nn.Module):
         dims = cfg.dims
         width = cfg.cnn_width or cfg.width if cfg.pure_cnn else cfg.width
         self.stem = _conv(dims, 3, width, (1, 3, 3))
-        shallow = [ResidualBlockNoNorm(dims, width) for _ in range(cfg.shallow_blocks)]
+        depth = cfg.shallow_blocks + cfg.hybrid_blocks
+        rates = torch.linspace(0, cfg.drop_path_rate, depth).tolist() if depth else []
+        shallow = [ResidualBlockNoNorm(dims, width, rates[i]) for i in range(cfg.shallow_blocks)]
+        rates = rates[cfg.shallow_blocks :]
         if cfg.pure_cnn:
-            deep = [ResidualBlockNoNorm(dims, width) for _ in range(cfg.hybrid_blocks)]
+            deep = [ResidualBlockNoNorm(dims, width, rates[i]) for i in range(cfg.hybrid_blocks)]
         else:
             window = cfg.window if dims == 3 else cfg.window[1:]
             deep = [
@@ -166,6 +175,7 @@ class VideoSRNet(nn.Module):
                         residual_strength=cfg.residual_strength,
                         window_size=window,
                         shift=index % 2 == 1,
+                        drop_path=rates[index],
                     )
                 )
                 for index in range(cfg.hybrid_blocks)

@@ -12,15 +12,17 @@ architecture) through the engine's inference contract, so ``hv-vsr upscale`` nee
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from shared.engine import (
+    HalfOpenUnitInterval,
     ImageToImageTask,
     InputError,
     RunConfig,
@@ -28,15 +30,26 @@ from shared.engine import (
     evaluation_loader,
     resumable_loader,
 )
+from shared.engine.image_task import PIXEL_LOSSES
 
-from .data import TrainClips, ValClips, discover_clips
+from .data import Clip, TrainClips, ValClips, discover_clips
 from .inference import tiled_forward
+from .io import frame_size
 from .metrics import ClipMean, psnr
 from .model import PRESETS, VideoSRNet, build_vsr_model, matched_cnn
 from .plan import VIDEO_SR, VSRPlan, build_network
 from .transforms import DEGRADATIONS, SCALES
 
 __all__ = ["VSRDataConfig", "VSRModelConfig", "VSRDataModule", "VideoSRTask", "build_task"]
+
+VARIANTS = ("hybrid", "single_frame", "cnn")
+
+# Choices and ranges as types: the parser refuses a bad value with one line naming the flag.
+Scale = Literal[SCALES]  # type: ignore[valid-type]
+Degradation = Literal[DEGRADATIONS]  # type: ignore[valid-type]
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+Variant = Literal[VARIANTS]  # type: ignore[valid-type]
+Loss = Literal[PIXEL_LOSSES]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -47,19 +60,21 @@ class VSRDataConfig:
     """Data folder: BasicSR gt/ (+ lq/), frame folders, or video files (see video_sr.data)."""
     val_clips: list[str] | None = None
     """Held-out clip names (default: the last clip in name order)."""
-    scale: int = 4
+    scale: Scale = 4
     """Upscaling factor: 2, 3 or 4."""
-    degradation: str = "BI"
+    degradation: Degradation = "BI"
     """BI (MATLAB-style bicubic) or BD (Gaussian sigma 1.6, then subsample)."""
-    num_frames: int = 5
+    num_frames: PositiveInt = 5
     """Temporal window T (odd; 5 or 7 usual)."""
-    patch: int = 32
-    """Training crop in LR pixels (GT crop: patch * scale)."""
-    val_stride: int = 1
+    patch: PositiveInt = 32
+    """Training crop in LR pixels (GT crop: patch * scale); every training clip's LR frames
+    must be at least this large."""
+    val_stride: PositiveInt = 1
     """Validate on every n-th frame of the held-out clips."""
-    tile: int = 64
+    tile: NonNegativeInt = 64
     """Validation tile in LR pixels (0: whole frames)."""
-    tile_overlap: float = 0.25
+    tile_overlap: HalfOpenUnitInterval = 0.25
+    """Overlap of neighbouring validation tiles, in [0, 1)."""
     cache_dir: str = ""
     """Where video files are decoded into frames (default: <root>/.frames)."""
 
@@ -68,11 +83,11 @@ class VSRDataConfig:
 class VSRModelConfig:
     """Network choice and loss."""
 
-    preset: str = "vsr_cpu"
+    preset: Preset = "vsr_cpu"
     """vsr_tiny, vsr_cpu or vsr_gpu."""
-    variant: str = "hybrid"
+    variant: Variant = "hybrid"
     """hybrid (3D, ours), single_frame (2D on the centre frame), cnn (3D, matched params)."""
-    loss: str = "mse"
+    loss: Loss = "mse"
     """mse (default), charbonnier or l1. MSE is what PSNR measures, and its gradient grows with
     the error, so training starts on the edges bicubic blurs; L1-type losses push every pixel
     equally and, from the bicubic start, sat at the identity for hundreds of CPU steps (issue
@@ -81,17 +96,17 @@ class VSRModelConfig:
     and MSE +1.40 dB). BasicSR's Charbonnier suits long GPU schedules."""
 
 
-VARIANTS = ("hybrid", "single_frame", "cnn")
-
-
-def make_model(model_cfg: VSRModelConfig, scale: int, num_frames: int) -> VideoSRNet:
-    """The network of a model config."""
+def make_model(
+    model_cfg: VSRModelConfig, scale: int, num_frames: int, drop_path_rate: float = 0.0
+) -> VideoSRNet:
+    """The network of a model config; ``drop_path_rate``: stochastic depth of its body blocks."""
     if model_cfg.variant == "single_frame":
-        return build_vsr_model(model_cfg.preset, scale, num_frames, dims=2)
+        return build_vsr_model(model_cfg.preset, scale, num_frames, dims=2,
+                               drop_path_rate=drop_path_rate)  # fmt: skip
     if model_cfg.variant == "cnn":
-        return VideoSRNet(matched_cnn(PRESETS[model_cfg.preset], scale, num_frames), scale,
-                          num_frames)  # fmt: skip
-    return build_vsr_model(model_cfg.preset, scale, num_frames)
+        cnn = matched_cnn(PRESETS[model_cfg.preset], scale, num_frames)
+        return VideoSRNet(replace(cnn, drop_path_rate=drop_path_rate), scale, num_frames)
+    return build_vsr_model(model_cfg.preset, scale, num_frames, drop_path_rate=drop_path_rate)
 
 
 class VSRDataModule(TaskDataModule):
@@ -116,6 +131,7 @@ class VSRDataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         cfg = self.cfg
         train, val = self.split()
+        check_clips(train, val, cfg.scale, cfg.patch)
         for clip in train + val:
             if len(clip) < cfg.num_frames:
                 rank_zero_warn(
@@ -187,25 +203,62 @@ class VideoSRTask(ImageToImageTask):
 
 def validate(cfg: RunConfig) -> None:
     """One-line errors for bad video SR settings."""
-    data, model = cfg.data, cfg.model
+    data = cfg.data
     if not data.root:
         raise InputError("give --data.root DATA (BasicSR gt/ + lq/, frame folders or videos)")
     if not Path(data.root).is_dir():
         raise InputError(f"--data.root {data.root}: folder not found")
-    if data.scale not in SCALES:
-        raise InputError(f"--data.scale must be one of {SCALES}, got {data.scale}")
-    if data.degradation not in DEGRADATIONS:
-        raise InputError(f"--data.degradation must be one of {DEGRADATIONS}")
-    if data.num_frames < 1 or data.num_frames % 2 == 0:
+    if data.num_frames % 2 == 0:
         raise InputError(f"--data.num_frames must be odd, got {data.num_frames}")
-    if data.patch < 8 or (data.tile and data.tile < 8):
-        raise InputError("--data.patch and --data.tile must be >= 8 LR pixels")
-    if data.val_stride < 1:
-        raise InputError("--data.val_stride must be >= 1")
-    if model.preset not in PRESETS:
-        raise InputError(f"--model.preset must be one of {', '.join(PRESETS)}")
-    if model.variant not in VARIANTS:
-        raise InputError(f"--model.variant must be one of {', '.join(VARIANTS)}")
+    if data.patch < 8:
+        raise InputError(f"--data.patch must be >= 8 LR pixels, got {data.patch}")
+    if data.tile and data.tile < 8:
+        raise InputError(f"--data.tile must be 0 (whole frames) or >= 8 LR pixels, got {data.tile}")
+
+
+def _uniform_size(files: list[Path]) -> tuple[int, int]:
+    """``(h, w)`` shared by all ``files`` (image headers only); ``InputError`` if they differ."""
+    first = frame_size(files[0])
+    for file in files[1:]:
+        size = frame_size(file)
+        if size != first:
+            raise InputError(
+                f"{file}: frame size {size[1]}x{size[0]} differs from {files[0].name}'s "
+                f"{first[1]}x{first[0]}; all frames of a clip must match"
+            )
+    return first
+
+
+def _lr_size(clip: Clip, scale: int) -> tuple[int, int]:
+    """``(h, w)`` of the clip's LR frames: read, or the mod-cropped GT size divided by scale."""
+    height, width = _uniform_size(clip.gt)
+    made = (height // scale, width // scale)
+    if clip.lq is None:
+        return made
+    lr = _uniform_size(clip.lq)
+    if lr != made:
+        raise InputError(
+            f"{clip.lq[0].parent}: LR frames {lr[1]}x{lr[0]} do not match GT frames "
+            f"{width}x{height} at scale {scale}"
+        )
+    return lr
+
+
+def check_clips(train: list[Clip], val: list[Clip], scale: int, patch: int) -> None:
+    """Refuse clips whose frames differ in size, and training clips smaller than the crop.
+
+    Reads image headers only. A mixed-size clip cannot be stacked into windows; an LR frame
+    smaller than ``--data.patch`` cannot give a training crop.
+    """
+    for clip in train + val:
+        height, width = _lr_size(clip, scale)
+        if clip in train and min(height, width) < patch:
+            folder = (clip.lq or clip.gt)[0].parent
+            raise InputError(
+                f"{folder}: LR frames {width}x{height} are smaller than the training crop "
+                f"--data.patch {patch}; lower --data.patch or hold the clip out with "
+                "--data.val_clips"
+            )
 
 
 def build_task(
@@ -213,7 +266,8 @@ def build_task(
 ) -> tuple[VideoSRTask, VSRDataModule]:
     """Module and data for a run config (and a trained run's plan, when evaluating)."""
     if plan is None:
-        model = make_model(cfg.model, cfg.data.scale, cfg.data.num_frames)
+        model = make_model(cfg.model, cfg.data.scale, cfg.data.num_frames,
+                           cfg.regularization.drop_path_rate)  # fmt: skip
         plan = VSRPlan(cfg.data.scale, cfg.data.num_frames, cfg.data.degradation,
                        cfg.model.variant, cfg.model.preset, model.cfg)  # fmt: skip
     else:

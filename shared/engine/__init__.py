@@ -2,6 +2,7 @@
 the inference contract (one plan per checkpoint, one loader)."""
 
 from .config import (
+    HalfOpenUnitInterval,
     OptimConfig,
     RegularizationConfig,
     RunConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "load_for_inference",
     "network_state_dict",
     "read_checkpoint",
+    "HalfOpenUnitInterval",
     "HybridTask",
     "ImageToImageTask",
     "InputError",

@@ -8,24 +8,34 @@ which :mod:`shared.cli` turns into command-line flags (``--optim.lr 1e-4``) and 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from jsonargparse.typing import restricted_number_type
 
 from .io import InputError
 
 __all__ = [
     "PRECISIONS",
+    "HalfOpenUnitInterval",
     "OptimConfig",
     "TrainerConfig",
     "RegularizationConfig",
     "RunFolderConfig",
     "RunConfig",
+    "plain_values",
     "reject_regularization",
     "validate_common",
 ]
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+HalfOpenUnitInterval = restricted_number_type(
+    "HalfOpenUnitInterval", float, [(">=", 0), ("<", 1)], join="and"
+)
+"""A float in [0, 1) for config fields (overlaps, shares): the parser refuses others in one line.
+jsonargparse registers restricted types globally, once per restriction: define it only here."""
 
 
 @dataclass
@@ -134,6 +144,37 @@ class RunConfig:
     def run_dir(self) -> Path:
         """``<runs_dir>/<name>``."""
         return Path(self.run.runs_dir) / self.run.name
+
+
+def _plain(value: Any) -> Any:
+    # bool before int: bool is an int subclass, and the restricted types subclass int/float too.
+    if isinstance(value, bool) or value is None or type(value) in (int, float, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def plain_values(config: Any) -> Any:
+    """``config`` (a config dataclass) with every value of a restricted type made plain.
+
+    Config fields may be typed ``jsonargparse.typing.PositiveInt`` and the like, which the parser
+    checks; the values it builds are instances of those ``int``/``float`` subclasses, which
+    ``torch.load(weights_only=True)`` refuses inside checkpoints and ``yaml.safe_dump`` cannot
+    write. Changes ``config`` in place and returns it.
+    """
+    if is_dataclass(config) and not isinstance(config, type):
+        for item in fields(config):
+            setattr(config, item.name, _plain(getattr(config, item.name)))
+    return config
 
 
 def _check(condition: bool, message: str) -> None:

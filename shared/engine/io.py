@@ -63,9 +63,11 @@ def _umask() -> int:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder, atomic).
 
-    Readers see the old file or the new one, never a half-written one.
+    Readers see the old file or the new one, never a half-written one. When ``write`` fails, the
+    folders this call created for ``path`` are removed again (if still empty).
     """
     target = Path(path)
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -75,6 +77,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         # mkstemp makes owner-only files; give the result the usual umask-based mode.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # no longer empty: something else writes there now
+                break
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return target

@@ -1,7 +1,8 @@
 """``HybridTask``: the LightningModule every vertical plugs its model, loss and metrics into.
 
 Holds only what is the same across domains: the train/val/predict steps, metric logging, AdamW
-with warmup + cosine decay, and MixUp/CutMix through timm for classification tasks.
+with warmup + cosine decay, and MixUp/CutMix through timm for classification tasks (any batch
+size, and with the task's class weights).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
+from timm.data.mixup import mixup_target
 from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics import MetricCollection
@@ -22,7 +23,7 @@ from .config import OptimConfig, RegularizationConfig
 from .contract import CHECKPOINT_KEY, Vertical, plan_entry
 from .io import InputError
 
-__all__ = ["HybridTask", "split_batch", "warmup_cosine"]
+__all__ = ["HybridTask", "SoftTargetCrossEntropy", "mix_batch", "split_batch", "warmup_cosine"]
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, Any]:
@@ -47,6 +48,46 @@ def warmup_cosine(total_steps: int, warmup_fraction: float, min_ratio: float) ->
     return factor
 
 
+class SoftTargetCrossEntropy(nn.Module):
+    """Cross-entropy against soft targets (MixUp/CutMix), optionally class-weighted.
+
+    ``sum_n sum_c w_c y_nc (-log p_nc) / sum_n sum_c w_c y_nc``: on one-hot targets this is
+    torch's ``F.cross_entropy(weight=w)`` (weighted mean over the batch), on mixed targets each
+    sample's share of each class carries that class's weight. Without ``weight`` it is timm's
+    ``SoftTargetCrossEntropy``. Written here because timm's takes no class weights.
+    """
+
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("weight", None if weight is None else weight.detach().clone())
+
+    def forward(self, logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the batch (weighted mean with class weights)."""
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        if self.weight is None:
+            return -(soft_targets * log_probs).sum(-1).mean()
+        weighted = soft_targets * self.weight.to(log_probs.dtype)
+        return -(weighted * log_probs).sum() / weighted.sum()
+
+
+def mix_batch(
+    mixer: Mixup, inputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm MixUp/CutMix for a batch of any size: ``(mixed inputs, soft targets)``.
+
+    timm mixes each sample with its partner in reversed batch order and asserts an even batch.
+    An odd batch mixes all but its last sample; that one keeps its own (smoothed) label, as the
+    middle sample of a reversed odd batch would be paired with itself anyway.
+    """
+    even = inputs.shape[0] - inputs.shape[0] % 2
+    if even == inputs.shape[0]:
+        return mixer(inputs, targets)
+    mixed, soft = mixer(inputs[:even], targets[:even]) if even else (inputs[:0], None)
+    alone = mixup_target(targets[even:], mixer.num_classes, 1.0, mixer.label_smoothing)
+    soft = alone if soft is None else torch.cat([soft, alone])
+    return torch.cat([mixed, inputs[even:]]), soft
+
+
 class HybridTask(pl.LightningModule):
     """Generic supervised task: ``loss_fn(model(x), y)``, metrics on validation.
 
@@ -61,6 +102,9 @@ class HybridTask(pl.LightningModule):
         vertical, plan: the inference contract (:mod:`shared.engine.contract`): when both are
             given, every checkpoint carries the plan, so the trained network loads from the
             checkpoint alone (:func:`~shared.engine.contract.load_for_inference`).
+
+    With MixUp/CutMix on, the mixed loss takes the class weights of ``loss_fn`` when it is a
+    weighted ``nn.CrossEntropyLoss`` (e.g. ``--data.balance loss``), so they are never dropped.
     """
 
     def __init__(
@@ -95,7 +139,8 @@ class HybridTask(pl.LightningModule):
                 label_smoothing=reg.label_smoothing,
                 num_classes=num_classes,
             )
-            self.mixed_loss = SoftTargetCrossEntropy()
+            weight = loss_fn.weight if isinstance(loss_fn, nn.CrossEntropyLoss) else None
+            self.mixed_loss = SoftTargetCrossEntropy(weight)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Write the plan under the contract's one key (plain types: ``weights_only`` loads)."""
@@ -113,8 +158,8 @@ class HybridTask(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss (mixed targets when MixUp/CutMix is on)."""
         inputs, targets = split_batch(batch)
-        if self.mixer is not None and inputs.shape[0] % 2 == 0:  # timm mixes pairs
-            inputs, soft_targets = self.mixer(inputs, targets)
+        if self.mixer is not None:
+            inputs, soft_targets = mix_batch(self.mixer, inputs, targets)
             loss = self.mixed_loss(self(inputs), soft_targets)
         else:
             loss = self.loss_fn(self(inputs), targets)

@@ -240,6 +240,6 @@ def fit(
         raise InputError(
             f"no training batch: the training split is smaller than --trainer.batch_size "
             f"{cfg.batch_size} (the last partial batch is dropped); lower the batch size or add "
-            f"data ({run_dir} holds no trained model)"
+            "data"
         )
     return trainer
