@@ -106,9 +106,19 @@ def test_ddp_prediction_covers_every_input_once(tmp_path: Path) -> None:
 
 
 def test_predict_refuses_to_write_into_its_inputs(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from shared.engine import CHECKPOINT_KEY
+    from shared.engine.contract import plan_entry
+    from shared.toy import TOY, ToyPlan, build_network
+
+    plan = ToyPlan("hybrid_tiny", 32)  # a checkpoint as the engine writes it, without training
+    weights = {f"model.{k}": v for k, v in build_network(plan).state_dict().items()}
+    checkpoint = tmp_path / "toy.ckpt"
+    torch.save({"state_dict": weights, CHECKPOINT_KEY: plan_entry(TOY, plan)}, checkpoint)
     inputs = tmp_path / "in"
     inputs.mkdir()
     np.save(inputs / "a.npy", np.zeros((3, 32, 32), dtype="float32"))
-    code = main(["predict", str(inputs), "-o", str(inputs), "--checkpoint", str(tmp_path / "x")])
+    code = main(["predict", str(inputs), "-o", str(inputs), "--checkpoint", str(checkpoint)])
     assert code == 2
     assert "output folder holds the inputs" in capsys.readouterr().err

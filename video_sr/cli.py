@@ -6,9 +6,7 @@ Built on the shared CLI chassis (train / export, YAML configs, ``--resume``); ``
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from rich.console import Console
 from shared.cli import OneLineArgumentParser, TaskSpec, build_cli, parse_inference_command
 from shared.engine import InputError
 
-from .io import clip_sources, open_source, write_png
+from .io import FrameFolderWriter, clip_sources, open_source
 from .plan import VIDEO_SR, VSRPlan
 from .task import VSRDataConfig, VSRModelConfig, build_task, validate
 from .transforms import DEGRADATIONS, SCALES, degrade, mod_crop
@@ -152,20 +150,10 @@ def _check_upscale_args(args) -> None:
 
 def _write_clip(frames, folder: Path, overwrite: bool) -> int:
     """Write frames into ``folder`` through a hidden temporary folder renamed at the end."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        count = 0
-        for index, frame in enumerate(frames):
-            write_png(tmp / f"{index:08d}.png", frame)
-            count += 1
-        if folder.exists() and overwrite:
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return count
+    with FrameFolderWriter(folder, overwrite) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.frames
 
 
 def degrade_main(argv: Sequence[str]) -> int:

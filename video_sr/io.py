@@ -227,7 +227,26 @@ def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
     return _open_video(path)
 
 
-class VideoFileWriter:
+class _CloseOrAbort:
+    """``with writer:`` closes (renames into place) on success and aborts on any error."""
+
+    def close(self) -> Path:  # noqa: D102
+        raise NotImplementedError
+
+    def abort(self) -> None:  # noqa: D102
+        raise NotImplementedError
+
+    def __enter__(self) -> _CloseOrAbort:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoFileWriter(_CloseOrAbort):
     """Encode frames into a video file: FFV1 (lossless, ``.mkv``/``.avi``) or H.264 (``.mp4``).
 
     Frames go to a hidden temporary file beside the target, renamed onto it by :meth:`close`;
@@ -275,17 +294,9 @@ class VideoFileWriter:
             pass
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> VideoFileWriter:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
-class FrameFolderWriter:
+class FrameFolderWriter(_CloseOrAbort):
     """Write numbered PNG frames into a hidden temporary folder, renamed onto ``target`` at close.
 
     ``overwrite`` replaces an existing ``target`` folder only once the new one is complete.
@@ -313,14 +324,6 @@ class FrameFolderWriter:
         """Drop the partial folder."""
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> FrameFolderWriter:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def frame_writer(

@@ -131,7 +131,8 @@ class VSRDataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         cfg = self.cfg
         train, val = self.split()
-        check_clips(train, val, cfg.scale, cfg.patch)
+        # Validating or evaluating only (stage "validate") needs no training crop.
+        check_clips(train if stage in (None, "fit") else [], val, cfg.scale, cfg.patch)
         for clip in train + val:
             if len(clip) < cfg.num_frames:
                 rank_zero_warn(

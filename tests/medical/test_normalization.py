@@ -30,6 +30,7 @@ import torch
 
 from medical.metrics import dice_per_class
 from medical.phantom import PhantomConfig, make_phantom
+from medical.plan import MedicalPlan, NetworkPlan
 from medical.predict import ScanInput, segment
 from medical.prepare import load_prepared, prepare_dataset
 
@@ -99,7 +100,11 @@ def _dice(model: IntensityClassifier, manifest: dict, background: str, tmp: Path
     image, truth = _scan(7, background)
     path = tmp / f"test_{background}.nii.gz"
     nib.save(nib.Nifti1Image(image, AFFINE), str(path))
-    label, _, _ = segment(model, manifest, ScanInput("test", [path]), flips=False)
+    plan = MedicalPlan(modalities=manifest["modalities"], labels=manifest["labels"],
+                       target_spacing=manifest["target_spacing"],
+                       normalization=manifest["normalization"], network=NetworkPlan(),
+                       patch_size=(32, 32, 32))  # fmt: skip
+    label, _, _ = segment(model, plan, ScanInput("test", [path]), flips=False)
     return float(np.nanmean(list(dice_per_class(label, truth, [1, 2]).values())))
 
 

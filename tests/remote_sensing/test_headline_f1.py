@@ -22,6 +22,7 @@ from remote_sensing.metrics import (
     format_f1,
     macro_f1_from_confusion,
 )
+from remote_sensing.plan import NetworkPlan, SceneClassifierPlan
 from remote_sensing.task import SceneTask
 from shared.engine.config import OptimConfig
 
@@ -116,7 +117,8 @@ def test_validation_macro_f1_equals_evaluate_on_the_same_predictions() -> None:
     classes = len(NAMES)
     pre = Preprocessing([f"B{k}" for k in range(classes)], list(range(1, classes + 1)), 1.0,
                         [0.0] * classes, [1.0] * classes, 16, NAMES, classes)  # fmt: skip
-    task = SceneTask(_PickFirstPixel(), pre, nn.CrossEntropyLoss(), optim=OptimConfig())
+    plan = SceneClassifierPlan(pre, NetworkPlan())
+    task = SceneTask(_PickFirstPixel(), plan, nn.CrossEntropyLoss(), optim=OptimConfig())
     dataset = _Chips(TARGETS, PREDICTIONS, classes)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
