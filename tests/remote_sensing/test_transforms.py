@@ -44,7 +44,6 @@ def _draws(tmp_path: Path, rasters, rotate: bool) -> tuple[list[np.ndarray], np.
     cfg = RSDataConfig(root=str(root), chip_size=SIZE, rotate=rotate, multiscale=False)
     plan = plan_dataset(cfg, seed=0)
     dataset = RSDataModule(cfg, plan, batch_size=2, seed=0).dataset("train", augment=True)
-    dataset.transform.set_random_seed(0)
     sample = dataset.samples[0]
     raw = _chip(100 * int(sample.path.stem.split("_")[1]) + 50 * sample.label)
     pre = plan.pre

@@ -129,11 +129,13 @@ def test_upscale_killed_by_sigterm_leaves_nothing_under_the_output_name(
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        # Wait until frames are being encoded into the hidden temporary file.
-        while not any(p.stat().st_size > 0 for p in out.parent.glob(f".{out.name}.*")):
+        # Wait until the writer has opened its hidden temporary file (the frame loop follows),
+        # then let a few frames be encoded into it (the muxer flushes to disk only every 256 KiB).
+        while not list(out.parent.glob(f".{out.name}.*")):
             assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, "upscale never started writing"
+            assert time.monotonic() < deadline, "upscale never opened its output"
             time.sleep(0.05)
+        time.sleep(1.0)
         assert process.poll() is None, "finished before the signal: make the clip longer"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
