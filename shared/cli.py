@@ -55,6 +55,7 @@ from .engine.io import (
     atomic_write_text,
     file_stem,
     load_state_dict_strict,
+    sigterm_as_exit,
 )
 from .engine.module import HybridTask
 from .engine.trainer import build_inference_trainer, fit, parse_devices, set_attention_precision
@@ -629,6 +630,11 @@ def build_cli(spec: TaskSpec) -> Callable[[Sequence[str] | None], int]:
     """Return ``main(argv) -> exit code`` for ``spec``'s command-line tool."""
 
     def main(argv: Sequence[str] | None = None) -> int:
+        # A kill (SIGTERM) unwinds like Ctrl-C, so no command leaves a temporary file behind.
+        with sigterm_as_exit():
+            return run(argv)
+
+    def run(argv: Sequence[str] | None = None) -> int:
         # Lightning's informational banners (GPU available..., tips) and a few known, harmless
         # library deprecation notices drown the report a CLI user reads.
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -168,6 +168,50 @@ def test_window_attention_equals_global_attention_inside_each_window() -> None:
                 torch.testing.assert_close(out[crop], full(x[crop]), atol=1e-5, rtol=0)
 
 
+def _window_regions(shape, window, shift) -> list[tuple[slice, ...]]:
+    """The (shifted) windows as crops of the map: along each axis, cuts at o + k * w (o = half a
+    window when shifted), windows no larger than the axis, the last one ending at the edge."""
+    axes = []
+    for size, w in zip(shape, window, strict=True):
+        w = min(w, size)
+        offset = w // 2 if shift and w < size else 0
+        cuts = sorted({0, size} | {c for c in range(offset, size, w) if 0 < c < size})
+        axes.append([slice(a, b) for a, b in itertools.pairwise(cuts)])
+    return list(itertools.product(*axes))
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "shift"),
+    [
+        ((5, 6), (4, 4), False),  # partial windows at the far edges, padded
+        ((7, 9), (4, 4), True),  # padding and shift together
+        ((3, 6, 7), (2, 4, 4), True),  # 3D, time x height x width
+    ],
+)
+def test_padded_and_shifted_windows_equal_global_attention_on_their_crop(
+    shape, window, shift
+) -> None:
+    """Each window, partial (padding masked) or wrapped by the shift (masked), gives exactly
+    global attention over the crop it covers."""
+    torch.manual_seed(4)
+    windowed = SpatialSelfAttention(len(shape), 8, 2, window_size=window, shift=shift).eval()
+    # The depthwise positional conv sees across window borders: take it out of the comparison.
+    torch.nn.init.zeros_(windowed.pos_embed.weight)
+    torch.nn.init.zeros_(windowed.pos_embed.bias)
+    full = SpatialSelfAttention(len(shape), 8, 2).eval()
+    full.load_state_dict(windowed.state_dict())
+    x = torch.randn(2, 8, *shape)
+    regions = _window_regions(shape, window, shift)
+    assert any(  # the premise: some crop is smaller than a window (padded or wrapped)
+        math.prod(r.stop - r.start for r in region) < math.prod(window) for region in regions
+    )
+    with torch.no_grad():
+        out = windowed(x)
+        for region in regions:
+            crop = (slice(None), slice(None), *region)
+            torch.testing.assert_close(out[crop], full(x[crop]), atol=1e-5, rtol=0)
+
+
 def _influence(layer: SpatialSelfAttention, shape: tuple[int, ...]) -> torch.Tensor:
     """[a, b] True when perturbing position a changes the output at position b."""
     x = torch.randn(1, layer.channels, *shape)
@@ -229,15 +273,6 @@ def test_window_return_attention_and_entropy(dims: int) -> None:
     layer(_input(dims, size=2 * 3))  # 3 windows per axis, shifted: some masked regions
     assert layer.last_entropy is not None
     assert 0 < float(layer.last_entropy) <= math.log(tokens) + 1e-6
-
-
-def test_attention_fp32_under_bf16_autocast() -> None:
-    layer = SpatialSelfAttention(2, 16, num_heads=4, attention_fp32=True)
-    x = _input(2)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = layer(x)
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), layer(x), atol=0.1, rtol=0.05)
 
 
 @pytest.mark.parametrize(

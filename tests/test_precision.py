@@ -41,11 +41,13 @@ def sdpa_calls(monkeypatch) -> Iterator[list[dict]]:
 
 
 @pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("window", [None, 3])  # 3 on a 4-wide map: padded, shifted, masked
 @pytest.mark.parametrize(
     ("fp32", "expected"), [(True, torch.float32), (False, torch.bfloat16)]
 )
-def test_qkv_dtype_inside_sdpa_under_autocast(sdpa_calls, dims, fp32, expected) -> None:
-    layer = SpatialSelfAttention(dims, 16, num_heads=2, attention_fp32=fp32)
+def test_qkv_dtype_inside_sdpa_under_autocast(sdpa_calls, dims, window, fp32, expected) -> None:
+    layer = SpatialSelfAttention(dims, 16, num_heads=2, attention_fp32=fp32, window_size=window,
+                                 shift=window is not None)  # fmt: skip
     x = torch.randn(2, 16, *([4] * dims))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)

@@ -5,10 +5,13 @@ the scale, symmetric borders, rounded to uint8) after cropping to a multiple of 
 Hand-written (as separable weight matrices) because no installed library matches it: PIL's
 bicubic uses the same kernel but other borders (measured up to 14 grey levels apart at frame
 edges, 2-4 inside), torch's uses a = -0.75; BasicSR's own port would pull in BasicSR.
-``tests/video_sr/test_transforms.py`` checks it against an independent loop-based port.
+``tests/video_sr/test_transforms.py`` checks it against BasicSR's port's output
+(``tests/golden``) to the uint8 rounding.
 
-BD: Gaussian blur with sigma 1.6 (13x13 kernel, as the BD datasets of DUF/TDAN were made), then
-every ``scale``-th pixel starting at offset 1 (REFERENCE.md section 4).
+BD: Gaussian blur with sigma 1.6 (13x13 kernel), borders mirrored without repeating the edge
+pixel, then every ``scale``-th pixel starting at the first: at x4 this is DUF's official BD, as
+BasicSR 1.4.2 ports it (``basicsr.data.data_util.duf_downsample``); ``tests/golden`` holds its
+output. (``duf_downsample`` uses sigma ``0.4 * scale``; at x2 and x3 we keep sigma 1.6.)
 
 The crop rule, identical for training, validation, ``degrade`` and ``evaluate``: a frame whose
 height or width is not a multiple of the scale loses its last rows/columns (bottom and right),
@@ -115,11 +118,12 @@ def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:
 
 
 def bd_downsample(frame: np.ndarray, scale: int, sigma: float = BD_SIGMA) -> np.ndarray:
-    """BD: Gaussian blur (sigma 1.6, reflect borders), keep every ``scale``-th pixel from 1."""
+    """BD: Gaussian blur (sigma 1.6, mirrored borders), keep every ``scale``-th pixel from 0."""
     frame = mod_crop(frame, scale).astype(np.float64)
     kernel = _gaussian_kernel(BD_KERNEL, sigma)[..., None]  # size 1 on channels: each alone
-    blurred = convolve(frame, kernel, mode="reflect")
-    return np.clip(np.round(blurred[1::scale, 1::scale]), 0, 255).astype(np.uint8)
+    # scipy's "mirror" is torch's "reflect" padding (d c b | a b c d), which DUF's code uses.
+    blurred = convolve(frame, kernel, mode="mirror")
+    return np.clip(np.round(blurred[::scale, ::scale]), 0, 255).astype(np.uint8)
 
 
 def degrade(frame: np.ndarray, scale: int, kind: str = "BI") -> np.ndarray:

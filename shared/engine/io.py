@@ -6,12 +6,15 @@ so an interrupted run never leaves a half-written ``summary.json``, config or pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ __all__ = [
     "file_stem",
     "load_checkpoint",
     "load_state_dict_strict",
+    "sigterm_as_exit",
 ]
 
 
@@ -88,6 +92,29 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` instead of ending the process.
+
+    Python's default SIGTERM ends the process without running ``finally`` blocks, so a ``kill``
+    or a job scheduler's stop left the temporary files of :func:`atomic_write` and the video
+    writers behind; as an exception it unwinds like Ctrl-C's ``KeyboardInterrupt`` and they are
+    removed. Only the main thread may set signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -206,3 +206,37 @@ def test_predict_input_checks(run: Path, tmp_path: Path, monkeypatch, capsys) ->
     assert hv_med(["predict", str(tmp_path / "fine.nii.gz"), "-o", str(tmp_path / "p4"),
                    "--checkpoint", checkpoint]) == 0  # fmt: skip
     assert "warning" not in capsys.readouterr().err, "a scan like the training data is quiet"
+
+
+def test_tta_flag_averages_the_three_flips_mapped_back(
+    run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """``--tta`` runs the network on the scan and its flips along each of the three axes, and
+    flips each prediction back before averaging: with a voxel-wise rule (flip-equivariant) the
+    averaged map is the plain one exactly; a flip not undone would move the off-centre box."""
+    image, _ = _scan()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(image, AFFINE), str(scans / "probe.nii.gz"))
+    calls: list[torch.Tensor] = []
+
+    def recording_infer(self, x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.clone())
+        return _threshold_infer(self, x)
+
+    monkeypatch.setattr(SegmentationTask, "infer", recording_infer)
+    checkpoint = str(run / "runs" / "geo" / "checkpoints" / "last.ckpt")
+    outputs = {}
+    for name, flags in (("plain", []), ("tta", ["--tta"])):
+        out = tmp_path / name
+        assert hv_med(["predict", str(scans), "-o", str(out), "--checkpoint", checkpoint,
+                       "--probabilities", *flags]) == 0  # fmt: skip
+        outputs[name] = (np.asarray(nib.load(str(out / "probe.nii.gz")).dataobj),
+                         np.asarray(nib.load(str(out / "probe_probs.nii.gz")).dataobj))  # fmt: skip
+    assert len(calls) == 1 + 4, "plain: one pass; --tta: the scan and its three flips"
+    scan = calls[1]
+    assert not torch.equal(scan, scan.flip(2)), "the premise: flips change this scan"
+    for axis, call in zip((2, 3, 4), calls[2:], strict=True):
+        assert torch.equal(call, scan.flip(axis))
+    np.testing.assert_array_equal(outputs["tta"][0], outputs["plain"][0])
+    np.testing.assert_allclose(outputs["tta"][1], outputs["plain"][1], atol=1e-5)

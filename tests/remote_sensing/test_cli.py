@@ -12,6 +12,8 @@ import rasterio
 import torch
 
 from remote_sensing.cli import main
+from remote_sensing.data import write_stats
+from remote_sensing.model import MultiscaleClassifier
 from remote_sensing.plan import REMOTE_SENSING
 from shared.engine import CHECKPOINT_KEY, read_checkpoint
 
@@ -86,3 +88,39 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, rasters, capsys) -> None
                  "--checkpoint", str(tmp_path / "missing.ckpt")]) == 2  # fmt: skip
     assert "checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_predict_feeds_the_network_the_checkpoints_normalisation(
+    tmp_path: Path, rasters, monkeypatch
+) -> None:
+    """``hv-rs predict`` gives the network ``(x / scale - mean) / std`` of the bands the model was
+    trained on, in its band order, with the statistics stored at training: here a stats.json with
+    known values, a non-default scale and a band order that is not the file's, and the dataset
+    (and its stats.json) deleted before predicting."""
+    root = rasters.make_eurosat(tmp_path / "eurosat4", 4)
+    bands, scale = ["B03", "B01", "B04"], 5000.0
+    mean, std = [0.31, 0.17, 0.23], [0.05, 0.11, 0.02]
+    write_stats(root, bands, scale, mean, std)
+    checkpoint = _train(root, tmp_path / "runs", "norm", "--data.bands", "[B03, B01, B04]",
+                        "--data.scale", "5000")  # fmt: skip
+    shutil.rmtree(root)
+    scene = np.random.default_rng(3).integers(0, 3000, (4, 32, 64)).astype(np.uint16)
+    scene_path = rasters.write_tif(tmp_path / "scene.tif", scene)
+    seen: list[torch.Tensor] = []
+
+    def record(module: torch.nn.Module, inputs: tuple) -> None:
+        if isinstance(module, MultiscaleClassifier):
+            seen.append(inputs[0].detach().clone())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        assert main(["predict", str(scene_path), "-o", str(tmp_path / "map.tif"),
+                     "--checkpoint", str(checkpoint)]) == 0  # fmt: skip
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0].shape == (2, 3, 32, 32)  # two 32x32 windows, 3 bands
+    file_order = [int(name[1:]) - 1 for name in bands]  # B03 is the file's third band
+    pixels = scene[file_order].astype(np.float64)
+    expected = (pixels / scale - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    windows = np.stack([expected[:, :, :32], expected[:, :, 32:]])
+    np.testing.assert_allclose(seen[0].numpy(), windows, rtol=1e-5, atol=1e-4)

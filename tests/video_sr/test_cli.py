@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import video_sr
 from shared.engine import (
     CHECKPOINT_KEY,
     InputError,
@@ -104,6 +110,42 @@ def test_killed_upscale_leaves_nothing_that_looks_complete(
         assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_upscale_killed_by_sigterm_leaves_nothing_under_the_output_name(
+    trained: Path, tmp_path: Path
+) -> None:
+    """``hv-vsr upscale`` to a video file, in its own process, stopped mid-way by SIGTERM (``kill``,
+    a job scheduler): it exits with 143 and leaves no file under the target's name and no
+    temporary file beside it. (Ctrl-C's KeyboardInterrupt: the test above.)"""
+    long_clip = tmp_path / "long.mkv"
+    with VideoFileWriter(long_clip, Fraction(25)) as writer:
+        frames = moving_frames(8, 16, 24)
+        for index in range(1500):  # far more than get upscaled before the signal
+            writer.write(frames[index % 8])
+    out = tmp_path / "out" / "up.mkv"
+    out.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(video_sr.__file__).parents[1]))
+    command = [sys.executable, "-m", "video_sr.cli", "upscale", str(long_clip), "-o", str(out),
+               "--checkpoint", str(trained), "--tile", "0", "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the writer has opened its hidden temporary file (the frame loop follows),
+        # then let a few frames be encoded into it (the muxer flushes to disk only every 256 KiB).
+        while not list(out.parent.glob(f".{out.name}.*")):
+            assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "upscale never opened its output"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert process.poll() is None, "finished before the signal: make the clip longer"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert list(out.parent.iterdir()) == []
+
+
 def test_truncated_video_is_one_line_error_and_no_output(
     trained: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -161,6 +203,28 @@ def test_evaluate_writes_json_csv_and_figures(tmp_path: Path) -> None:
 
         write_clip(tmp_path / "gt" / "d", frames)
         evaluate_folders(pred.parent, gt.parent, out)
+
+
+def test_evaluate_leaves_out_a_scale_wide_border_by_default(tmp_path: Path) -> None:
+    """BasicSR's crop_border = scale: errors only in the 4-pixel frame border of an x4 result do
+    not count. Inside it every channel is off by exactly 1 (lowest bit flipped), so RGB PSNR is
+    10 log10(255^2 / 1) exactly; with --crop-border 0 the border's errors count."""
+    frames = moving_frames(3, 32, 48)
+    gt = write_clip(tmp_path / "gt" / "c", frames)
+    outputs = []
+    for frame in frames:
+        output = 255 - frame  # wrong everywhere ...
+        output[4:-4, 4:-4] = frame[4:-4, 4:-4] ^ 1  # ... but by 1 inside the border
+        outputs.append(output)
+    pred = write_clip(tmp_path / "pred" / "c", outputs)
+    out = tmp_path / "eval"
+    assert hv_vsr(["evaluate", str(pred.parent), str(gt.parent), "-o", str(out), "--scale", "4",
+                   "--no-ssim"]) == 0  # fmt: skip
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["psnr_rgb"] == pytest.approx(20 * np.log10(255.0), abs=1e-9)
+    assert hv_vsr(["evaluate", str(pred.parent), str(gt.parent), "-o", str(tmp_path / "all"),
+                   "--scale", "4", "--crop-border", "0", "--no-ssim"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["psnr_rgb"] < 20
 
 
 def test_bf16_upscale_stays_close_to_fp32(trained: Path, video: Path, tmp_path: Path) -> None:
