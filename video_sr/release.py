@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import sys
 import time
@@ -130,8 +131,8 @@ def run_release(out: Path, config: Path, weights: Path, score_only: bool) -> dic
     record["plan"] = {"preset": plan.preset, "variant": plan.variant, "scale": plan.scale,
                       "num_frames": plan.num_frames, "degradation": plan.degradation}  # fmt: skip
     record["held_out"] = [score_held_out(weights, dataset, out)]
-    record["machine"] = {"cpus": torch.get_num_threads(), "python": platform.python_version(),
-                         "torch": torch.__version__}  # fmt: skip
+    record["machine"] = {"cpus": os.cpu_count(), "load_average_1_5_15": os.getloadavg(),
+                         "python": platform.python_version(), "torch": torch.__version__}
     record["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(out / "release.json", record)
     return record
