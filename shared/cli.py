@@ -339,7 +339,15 @@ def _train(spec: TaskSpec, argv: list[str], console: Console) -> int:
         summary = json.loads((run_dir / "summary.json").read_text())
         final = {k: v for k, v in summary["final_metrics"].items() if k.startswith("val/")}
         _print_summary(console, f"{spec.prog} train: {run_dir}", final)
-        console.print(f"best {spec.headline} = {summary['best_value']}  ->  {run_dir}/")
+        if summary["best_value"] is None:  # no validation ran: say what the run did instead
+            loss = summary["final_metrics"].get("train/loss_epoch")
+            console.print(
+                f"trained {summary['global_step']} steps in {summary['seconds_this_attempt']:.0f}"
+                f" s, last epoch's train/loss {'n/a' if loss is None else f'{loss:.4g}'}; no "
+                f"validation ran, so no {spec.headline}  ->  {run_dir}/"
+            )
+        else:
+            console.print(f"best {spec.headline} = {summary['best_value']}  ->  {run_dir}/")
     return 0
 
 

@@ -41,6 +41,8 @@ TABLE = [
     Bad("upscale-overlap-negative", UPSCALE + " --tile 8 --tile-overlap -0.1", "--tile-overlap"),
     Bad("upscale-tile-3", UPSCALE + " --tile 3", "--tile"),
     Bad("upscale-scale-mismatch", UPSCALE + " --scale 2", "--scale 2"),
+    Bad("upscale-shipped-weights-scale-2", "upscale {video} -o {out}/up.mkv --scale 2 "
+        "--no-progress", "--scale 2"),
     Bad("upscale-fps-zero", UPSCALE.replace("{video}", "{data}/a") + " --fps 0", "--fps"),
     Bad("upscale-max-memory-zero", UPSCALE + " --max-memory 0", "--max-memory"),
     Bad("upscale-no-such-device", UPSCALE + " --device cuda:99", "--device"),

@@ -58,7 +58,7 @@ SHARED_LAYERS: dict[str, int] = {
 }
 LAYER_NAMES = ("layers", "attention", "blocks", "models", "engine", "cli", "toy", "bench")
 
-COMMANDS = ("cli", "upscale", "predict", "bench", "demo", "evaluate")
+COMMANDS = ("cli", "upscale", "predict", "bench", "demo", "evaluate", "release")
 """Vertical modules that run a command; everything else in a vertical is library code."""
 HIGHEST_SHARED_FOR = {"library": 4, "command": 5, "bench": 7}
 """The highest ``shared`` layer each kind of vertical module may import."""

