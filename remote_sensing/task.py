@@ -96,7 +96,7 @@ class RSDataConfig:
     rotate: bool = True
     """D4 and arbitrary-angle rotation augmentation (imagery has no 'up')."""
     multiscale: bool = True
-    """Scale jitter by RandomResizedCrop."""
+    """Scale jitter: zoom in and out about the centre, up to 2x (the 0.5x / 2x views' range)."""
     balance: Balance = "none"
     """Class imbalance: none, loss (inverse-frequency weights) or sampler (balanced draws)."""
 

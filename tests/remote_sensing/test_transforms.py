@@ -38,3 +38,25 @@ def test_eval_transform_resizes_odd_chips_the_same_way() -> None:
     assert out.shape == (32, 32, 4)
     same = eval_transform(pre)(image=odd)["image"]
     np.testing.assert_array_equal(out, same)
+
+
+def test_scale_jitter_zooms_in_and_out_about_the_centre_up_to_2x() -> None:
+    # A horizontal ramp (value = column - centre, all bands): zooming by s about the centre turns
+    # the slope at the centre into 1 / s, and keeps the centre value (the chip's label pixel).
+    pre = _pre(3, 32)
+    pre.mean, pre.std = [0.0] * 3, [1.0] * 3
+    columns = np.arange(32, dtype=np.float32) - 15.5
+    ramp = np.broadcast_to(columns[None, :, None], (32, 32, 3)).astype(np.float32)
+    transform = train_transform(pre, rotate=False)
+    transform.set_random_seed(0)
+    scales = []
+    for _ in range(200):
+        out = transform(image=ramp)["image"][:, :, 0]
+        centre_row = out[14:18, 12:20]
+        slope = abs(np.polyfit(np.arange(12, 20), centre_row.mean(axis=0), 1)[0])
+        scales.append(1 / slope)
+        assert abs(centre_row.mean()) < 0.6  # the centre stays where it was
+    scales = np.array(scales)
+    assert scales.min() >= 0.5 - 0.03 and scales.max() <= 2.0 + 0.05
+    assert (scales < 0.7).sum() > 20 and (scales > 1.5).sum() > 20  # both views' ground scales
+    assert abs(np.log(scales).mean()) < 0.15  # zoom-in and zoom-out equally often
