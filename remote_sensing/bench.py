@@ -12,11 +12,16 @@ split, the initialisation and the batch order, so all variants of one seed share
 
 Variants: our hybrid, our pure-CNN control at matched parameters, timm resnet18 (the simple
 baseline a user would pick) and timm coatnet_nano adapted to the band count; ablations: the
-hybrid with rotation augmentation off, and with the last-stage head only. Every run is a process
-with one torch thread, so speeds compare across runs (and ``--jobs 2`` may run two at once).
+hybrid with rotation augmentation off, and with the last-stage head only; by name only
+(``--models``), the hybrid with the scale jitter before v3 (zoom-in crops only). Every run is a
+process with one torch thread, so speeds compare across runs (and ``--jobs 2`` may run two at
+once).
 Train img/s is the whole ``fit`` (data loading and validation included) divided into its images;
 inference img/s is forward passes of a batch of 64 after training. The default data is the
-procedural set of :mod:`remote_sensing.synthetic`; ``--data`` takes a EuroSAT-layout folder.
+procedural set of :mod:`remote_sensing.synthetic`; ``--data`` takes a EuroSAT-layout folder (its
+split files, when it has them, fix the split for every seed), such as the real-label Landsat set
+of :mod:`remote_sensing.landsat`, whose ``dataset.json`` (source, licence, chips per class and
+split) the report quotes; ``--report-name`` names the report's files.
 Processes, seeds, statistics, failures, ``--reuse``, load and the report are
 :mod:`shared.bench.product`'s; this file holds what is remote sensing's.
 """
@@ -24,6 +29,7 @@ Processes, seeds, statistics, failures, ``--reuse``, load and the report are
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -50,6 +56,8 @@ from shared.bench import (
     product_report,
 )
 
+from .data import split_files
+
 __all__ = ["BENCH", "VIEWS", "build_report", "goals", "main", "run_child", "train_argv"]
 
 VIEWS = ("plain", "rotate", "d4", "scale0.5", "scale2")
@@ -63,7 +71,12 @@ VARIANTS = [
             {"flags": ["--model.arch", "hybrid", "--data.rotate", "false"]}),
     Variant("hybrid, last-stage head", OURS,
             {"flags": ["--model.arch", "hybrid", "--model.multiscale_head", "false"]}),
+    Variant("hybrid, zoom-in crops only", OURS,
+            {"flags": ["--model.arch", "hybrid", "--data.zoom_out", "false"]}),
 ]  # fmt: skip
+DEFAULT_MODELS = [v.name for v in VARIANTS[:6]]
+"""Run unless ``--models`` says otherwise; the zoom-in-only ablation (the scale jitter before
+v3) is asked for by name."""
 BASELINES = ("cnn (matched)", "resnet18", "coatnet_nano")
 
 
@@ -198,6 +211,22 @@ def goals(rows: list[Row], facts: dict[str, Any]) -> list[str]:
     count = facts.get("test_count") or 0
     lines.append(f"Resolution: the test split has {count} chips, so one chip is about "
                  f"{100 / max(1, count):.1f} points of accuracy.")  # fmt: skip
+    baseline = by_name.get("resnet18")
+    if baseline is not None and hybrid.stat("train_seconds").n and baseline.stat("train_seconds").n:
+        mine, theirs = hybrid.stat("train_seconds").mean, baseline.stat("train_seconds").mean
+        lines.append(f"{'PASS' if mine <= theirs else 'FAIL'}: hybrid trains in no more time than "
+                     f"resnet18: {mine:.0f} s against {theirs:.0f} s per run (mean over seeds, "
+                     "same steps and batch).")  # fmt: skip
+    for view, label in (("scale0.5", "0.5x"), ("scale2", "2x")):
+        key = f"f1_{view}"
+        ranked = sorted((row for row in rows if row.stat(key).n),
+                        key=lambda row: -row.stat(key).mean)  # fmt: skip
+        if hybrid in ranked:
+            others = ", ".join(f"{row.name} {row.stat(key).mean:.3f}" for row in ranked
+                               if row is not hybrid)  # fmt: skip
+            lines.append(f"At {label} ground scale the hybrid scores "
+                         f"{hybrid.stat(key).mean:.3f}, rank {ranked.index(hybrid) + 1} of "
+                         f"{len(ranked)} ({others}).")  # fmt: skip
     return lines
 
 
@@ -222,13 +251,25 @@ def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report
     first = next((row for row in rows if row.ok), None)
     bands = ", ".join(first.info("bands")) if first else "?"
     facts = {**facts, "test_count": first.info("test_count") if first else 0}
+    dataset = facts.get("dataset") or {}
+    source_lines = {}
+    if dataset.get("chips"):
+        sections.insert(0, _dataset_section(dataset))
+        source = dataset.get("source", {})
+        source_lines = {"Source": f"{source.get('data', '?')}; read from "
+                                  f"{source.get('package', '?')}"}  # fmt: skip
+    split = ("the dataset's split files, the same for every seed" if facts.get("split_files")
+             else "a seeded stratified split per seed")  # fmt: skip
+    bench = dataclasses.replace(BENCH, name=facts.get("report_name") or BENCH.name,
+                                title=facts.get("title") or BENCH.title)  # fmt: skip
     return product_report(
-        BENCH, rows, facts, command,
+        bench, rows, facts, command,
         goals=goals(rows, facts),
         sections=sections,
         fact_lines={
+            **source_lines,
             "Data": f"{facts['root']}: {len(classes)} classes, bands {bands}, {facts['chip']} px "
-            f"chips, {facts['test_count']} test chips (a seeded stratified split per seed)",
+            f"network input, {facts['test_count']} test chips ({split})",
             "Budget": f"{facts['steps']} optimiser steps x batch {facts['batch']} per run (lr "
             f"{facts['lr']}, the CLI's AdamW + warmup + cosine), one torch thread per run, "
             f"{facts['jobs']} run(s) at a time",
@@ -248,6 +289,23 @@ def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report
     )  # fmt: skip
 
 
+def _dataset_section(dataset: dict[str, Any]) -> Section:
+    """Chips (and polygons, when known) per class and split, as the dataset's builder wrote."""
+    splits = ("train", "val", "test")
+    chips, polygons = dataset["chips"], dataset.get("polygons", {})
+    rows = [[name, *(str(chips[name][s]) for s in splits),
+             "/".join(str(polygons.get(name, {}).get(s, "?")) for s in splits)]
+            for name in chips]  # fmt: skip
+    rows.append(["all", *(str(sum(c[s] for c in chips.values())) for s in splits), ""])
+    notes = [f"- {note}" for note in dataset.get("notes", [])]
+    size, stride = dataset.get("chip_size"), dataset.get("stride")
+    text = [f"{size} px chips (stored size) centred every {stride} px on labelled pixels; "
+            "polygons whose chips would overlap are kept in one split (no polygon and no pixel "
+            "is shared across splits)."] if size else []  # fmt: skip
+    return Section("Dataset: chips per class and split", text=text,
+                   table=Table(["class", *splits, "polygons train/val/test"], rows), notes=notes)
+
+
 def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]:
     """The data (the procedural set unless ``--data``); the job of each variant and seed."""
     root = args.data
@@ -260,13 +318,18 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
     root = Path(root).resolve()
     budget = {"root": str(root), "chip": args.chip, "steps": args.steps, "batch": args.batch,
               "lr": args.lr}  # fmt: skip
+    described = root / "dataset.json"  # written by remote_sensing.landsat
+    dataset = json.loads(described.read_text()) if described.is_file() else {}
+    context = {"report_name": args.report_name, "title": args.title, "dataset": dataset,
+               "split_files": split_files(root) is not None}  # fmt: skip
 
     def job_for(variant: Variant, seed: int | None) -> dict[str, Any]:
         return dict(budget)
 
     example = {**budget, "options": {"flags": ["--model.arch", "ARCH"]}, "seed": "SEED",
                "run_dir": "RUNS/NAME"}  # fmt: skip
-    return job_for, {**budget, "train_command": "hv-rs " + " ".join(train_argv(example))}
+    return job_for, {**budget, **context,
+                     "train_command": "hv-rs " + " ".join(train_argv(example))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,7 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=120, help="optimiser steps per run")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--report-name", default=BENCH.name,
+                        help="file stem of the report (NAME.md, .json, .png)")
+    parser.add_argument("--title", default=BENCH.title, help="the report's heading")
     add_arguments(parser, BENCH, "runs/bench/remote_sensing")
+    parser.set_defaults(models=DEFAULT_MODELS)
     argv = list(sys.argv[1:] if argv is None else argv)
     return bench_main(BENCH, parser, argv, _prepare, build_report)
 

@@ -96,7 +96,10 @@ class RSDataConfig:
     rotate: bool = True
     """D4 and arbitrary-angle rotation augmentation (imagery has no 'up')."""
     multiscale: bool = True
-    """Scale jitter by RandomResizedCrop."""
+    """Scale jitter: zoom in and out about the centre, up to 2x (the 0.5x / 2x views' range)."""
+    zoom_out: bool = True
+    """Scale jitter zooms out as well as in; false: zoom-in crops only (RandomResizedCrop, the
+    jitter before v3; an ablation)."""
     balance: Balance = "none"
     """Class imbalance: none, loss (inverse-frequency weights) or sampler (balanced draws)."""
 
@@ -166,7 +169,7 @@ class RSDataModule(TaskDataModule):
         """The chips of one split with the training or evaluation pipeline."""
         pre = self.plan.pre
         transform = (
-            train_transform(pre, self.cfg.rotate, self.cfg.multiscale)
+            train_transform(pre, self.cfg.rotate, self.cfg.multiscale, self.cfg.zoom_out)
             if augment
             else eval_transform(pre)
         )

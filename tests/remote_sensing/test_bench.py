@@ -81,3 +81,55 @@ def test_goals_pass_and_fail() -> None:
                         "points of accuracy.")  # fmt: skip
     rows[0] = _row("hybrid", (0.90, 0.89), (0.92, 0.91))
     assert goals(rows, {"test_count": 200})[2].startswith("FAIL: hybrid F1 drop")
+
+
+def _timed(name: str, seconds: float, half: float, double: float) -> Row:
+    runs = [Run(name, seed, {"f1_plain": 0.5, "f1_rotate": 0.5, "rotation_drop_points": 0.0,
+                             "train_seconds": seconds, "f1_scale0.5": half,
+                             "f1_scale2": double}) for seed in (0, 1)]  # fmt: skip
+    return Row(name, BENCH.variants[name].family, True, runs)
+
+
+def test_goals_on_training_time_and_ground_scale() -> None:
+    rows = [_timed("hybrid", 90, 0.61, 0.40), _timed("resnet18", 100, 0.50, 0.45),
+            _timed("coatnet_nano", 300, 0.70, 0.30)]  # fmt: skip
+    lines = goals(rows, {"test_count": 10})
+    assert ("PASS: hybrid trains in no more time than resnet18: 90 s against 100 s per run "
+            "(mean over seeds, same steps and batch).") in lines  # fmt: skip
+    assert ("At 0.5x ground scale the hybrid scores 0.610, rank 2 of 3 (coatnet_nano 0.700, "
+            "resnet18 0.500).") in lines  # fmt: skip
+    assert ("At 2x ground scale the hybrid scores 0.400, rank 2 of 3 (resnet18 0.450, "
+            "coatnet_nano 0.300).") in lines  # fmt: skip
+    rows[0] = _timed("hybrid", 110, 0.61, 0.40)
+    assert any(line.startswith("FAIL: hybrid trains in no more time") for line in
+               goals(rows, {"test_count": 10}))  # fmt: skip
+
+
+def test_report_of_a_built_dataset_names_its_source_counts_and_split(tmp_path: Path) -> None:
+    from remote_sensing.bench import build_report
+    from shared.bench import write_report
+
+    rows = [_timed("hybrid", 90, 0.6, 0.4), _timed("resnet18", 100, 0.5, 0.45)]
+    for row in rows:
+        for run in row.runs:
+            run.info = {"bands": ["B1", "B2"], "classes": ["Forest", "Water"], "test_count": 7}
+    dataset = {"source": {"data": "GRASS NC sample data, CC BY-SA 3.0", "package": "pkg 1.0"},
+               "chip_size": 16, "stride": 2, "notes": ["Agriculture: left out"],
+               "chips": {"Forest": {"train": 5, "val": 2, "test": 3},
+                         "Water": {"train": 4, "val": 1, "test": 4}},
+               "polygons": {"Forest": {"train": 2, "val": 1, "test": 1},
+                            "Water": {"train": 1, "val": 1, "test": 1}}}  # fmt: skip
+    facts = {"root": "/data/nc", "chip": 16, "steps": 3, "batch": 4, "lr": 0.002, "jobs": 1,
+             "seeds": [0, 1], "train_command": "hv-rs train ...", "report_name": "rs_real",
+             "title": "Real labels", "dataset": dataset, "split_files": True}  # fmt: skip
+    report = build_report(rows, facts, "hv-rs bench --data /data/nc")
+    assert report.name == "rs_real" and report.title == "Real labels"
+    write_report(report, tmp_path)
+    text = (tmp_path / "rs_real.md").read_text()
+    assert "GRASS NC sample data, CC BY-SA 3.0; read from pkg 1.0" in text
+    assert "(the dataset's split files, the same for every seed)" in text
+    assert "| Forest | 5 | 2 | 3 | 2/1/1 |" in text and "| all | 9 | 3 | 7 |  |" in text
+    assert "- Agriculture: left out" in text
+    # --render rewrites it under the same name.
+    assert main(["--render", str(tmp_path / "rs_real.json"), "--out-dir", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "rs_real.md").is_file()

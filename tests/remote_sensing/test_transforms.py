@@ -11,7 +11,7 @@ import pytest
 
 from remote_sensing.data import Preprocessing
 from remote_sensing.task import RSDataConfig, RSDataModule, plan_dataset
-from remote_sensing.transforms import eval_transform
+from remote_sensing.transforms import eval_transform, train_transform
 
 BANDS, SIZE, DRAWS = 13, 32, 48
 
@@ -106,3 +106,37 @@ def test_eval_transform_normalises_each_band_with_its_own_statistics(bands: int)
     out = eval_transform(pre)(image=pixels)["image"]
     expected = (pixels - np.array(pre.mean)) / np.array(pre.std)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_scale_jitter_zooms_in_and_out_about_the_centre_up_to_2x() -> None:
+    # A horizontal ramp (value = column - centre, all bands): zooming by s about the centre turns
+    # the slope at the centre into 1 / s, and keeps the centre value (the chip's label pixel).
+    scales, centres = _ramp_scales(zoom_out=True)
+    assert np.abs(centres).max() < 0.6  # the centre stays where it was
+    assert scales.min() >= 0.5 - 0.03 and scales.max() <= 2.0 + 0.05
+    assert (scales < 0.7).sum() > 20 and (scales > 1.5).sum() > 20  # both views' ground scales
+    assert abs(np.log(scales).mean()) < 0.15  # zoom-in and zoom-out equally often
+
+
+def test_zoom_in_only_ablation_never_shrinks_nor_reaches_2x() -> None:
+    scales, centres = _ramp_scales(zoom_out=False)
+    assert scales.min() >= 0.97 and scales.max() < 1.95  # crops of 35-100 % of the area
+    assert np.abs(centres).max() > 2  # and at a random place: the centre moves
+
+
+def _ramp_scales(zoom_out: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Scale factor and centre shift of 200 draws of the training pipeline (rotation off)."""
+    pre = _pre(3, 32)
+    pre.mean, pre.std = [0.0] * 3, [1.0] * 3
+    columns = np.arange(32, dtype=np.float32) - 15.5
+    ramp = np.broadcast_to(columns[None, :, None], (32, 32, 3)).astype(np.float32)
+    transform = train_transform(pre, rotate=False, zoom_out=zoom_out)
+    transform.set_random_seed(0)
+    scales, centres = [], []
+    for _ in range(200):
+        out = transform(image=ramp)["image"][:, :, 0]
+        centre_row = out[14:18, 12:20]
+        slope = abs(np.polyfit(np.arange(12, 20), centre_row.mean(axis=0), 1)[0])
+        scales.append(1 / slope)
+        centres.append(centre_row.mean())
+    return np.array(scales), np.array(centres)
