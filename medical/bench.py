@@ -60,11 +60,17 @@ from shared.memory import peak_rss_mib
 
 from .phantom import PhantomConfig, write_mni_demo, write_phantom_dataset
 
-__all__ = ["BENCH", "Budget", "build_report", "goals", "main", "run_child"]
+__all__ = ["ABLATION", "BENCH", "Budget", "ablation_goals", "build_report", "goals", "main",
+           "run_child"]
 
 
-def _variant(name: str, arch: str, precision: str = "32-true", family: str = "monai") -> Variant:
-    return Variant(name, family, {"arch": arch, "precision": precision})
+def _variant(
+    name: str, arch: str, precision: str = "32-true", family: str = "monai", preset: str = "med_cpu"
+) -> Variant:
+    options = {"arch": arch, "precision": precision}
+    if arch in ("hybrid", "cnn"):
+        options["preset"] = preset
+    return Variant(name, family, options)
 
 
 VARIANTS = [
@@ -75,6 +81,30 @@ VARIANTS = [
     _variant("MONAI SegResNet", "segresnet"),
     _variant("MONAI SwinUNETR-24", "swinunetr"),
 ]
+ABLATION_BASE = "core v2 block (before)"
+ABLATION_V1 = "core v1 block"
+ABLATION_DEFAULT = "med_cpu default (after)"
+ABLATION_VARIANTS = [
+    _variant(ABLATION_BASE, "hybrid", family=OURS, preset="med_cpu-core_v2"),
+    _variant(ABLATION_V1, "hybrid", family=OURS, preset="med_cpu-core_v1"),
+    *(
+        _variant(f"v2 + {change}", "hybrid", family=OURS, preset=f"med_cpu-{key}")
+        for change, key in (
+            ("residual strength 1.0", "residual_1.0"),
+            ("batch norm", "batch_norm"),
+            ("instance norm", "instance_norm"),
+            ("no ReLU after the sum", "no_relu_after_sum"),
+            ("gate bias +2", "gate_bias_2"),
+            ("zero-init last norm", "zero_init_last"),
+            ("attention on 1/3 of the width", "attention_third"),
+            ("conv path with its own shortcut", "conv_shortcut"),
+        )
+    ),
+    _variant(ABLATION_DEFAULT, "hybrid", family=OURS),
+]
+"""``hv-med bench --ablation``: today's block with one change each, the core-v1 block, and the
+default ``med_cpu`` the ablation led to (:data:`medical.model.ABLATION_PRESETS`)."""
+
 SLOW_ROW = "MONAI SwinUNETR-24"
 """Several times slower to train than the others on one CPU thread: ``--slow-seeds`` can give it
 fewer seeds (never fewer steps), and the report says so."""
@@ -93,9 +123,16 @@ class Budget:
     warmup_fraction: float = 0.1
 
 
+ABLATION_BUDGET = Budget(steps=20, batch_size=2, samples_per_case=4)
+"""The demo's schedule (``python -m medical.demo``: 20 epochs of one step of 2 cases x 4
+patches 64x64x32, lr 2e-3, warmup 0.1), where the regression was seen."""
+
+
 def _dataset(kind: str, root: Path, quick: bool) -> Path:
     if kind == "mni":
         return write_mni_demo(root / "MNI152Brain")
+    if kind == "mni-ends":
+        return write_mni_demo(root / "MNI152BrainEnds", held_out="ends")
     shape = (48, 48, 32) if quick else (96, 96, 48)
     cases = 3 if quick else 8
     cfg = PhantomConfig(shape=shape, spacing=(1.0, 1.0, 2.0))
@@ -132,7 +169,8 @@ def _train_config(job: dict[str, Any]) -> dict[str, Any]:
             "patch_size": list(budget.patch),
             "samples_per_case": budget.samples_per_case,
         },
-        "model": {"arch": job["options"]["arch"]},
+        "model": {"arch": job["options"]["arch"],
+                  **({"preset": job["options"]["preset"]} if "preset" in job["options"] else {})},
         "optim": {"lr": budget.lr, "warmup_fraction": budget.warmup_fraction},
         "trainer": {
             "max_steps": budget.steps,
@@ -237,6 +275,11 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
                 task.infer(image)
                 window.append(time.perf_counter() - start)
     per_class = {f"dice/{k}": v["dice"] for k, v in summary["mean"].items()}
+    # Foreground-mean Dice of each held-out volume (nnU-Net rule: NaN classes left out).
+    per_case = {
+        f"case_dice/{case['case']}": _mean_of(case["dice"].values())
+        for case in summary["metric_per_case"]
+    }
     metrics = {
         "params": count_parameters(module.model),
         "train_seconds": train_seconds,
@@ -249,12 +292,27 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
         "misses": _misses(pred_dir, Path(job["label_dir"]), sorted(c for c in labels if c)),
         "scored_pairs": len(summary["metric_per_case"]) * len(per_class),
         **per_class,
+        **per_case,
     }
-    return {"metrics": metrics, "info": {"steps": timer.steps, "classes": list(summary["mean"])}}
+    info = {"steps": timer.steps, "classes": list(summary["mean"]),
+            "cases": [case["case"] for case in summary["metric_per_case"]]}  # fmt: skip
+    return {"metrics": metrics, "info": info}
+
+
+def _mean_of(values: Any) -> float:
+    finite = [float(v) for v in values if v is not None]
+    return statistics.fmean(finite) if finite else math.nan
 
 
 def _per_class(row: Row) -> str:
     return ", ".join(f"{c} {format_stat(row.stat(f'dice/{c}'))}" for c in row.info("classes", []))
+
+
+def _per_case(row: Row) -> str:
+    """Dice of each held-out volume (mean ± std over seeds)."""
+    return ", ".join(
+        f"{c} {format_stat(row.stat(f'case_dice/{c}'))}" for c in row.info("cases", [])
+    )
 
 
 def _misses_cell(row: Row) -> str:
@@ -264,6 +322,8 @@ def _misses_cell(row: Row) -> str:
     misses = sum(int(run.metrics["misses"]) for run in row.ok)
     return f"{misses} / {sum(int(run.metrics['scored_pairs']) for run in row.ok)}"
 
+
+_CASE_COLUMN = Column("Dice per held-out volume", cell=_per_case)
 
 BENCH = ProductBench(
     name="medical",
@@ -275,6 +335,7 @@ BENCH = ProductBench(
     baseline="MONAI UNet",
     columns=[
         Column("per-class Dice", cell=_per_class),
+        _CASE_COLUMN,
         Column("params M", "params", ".2f", scale=1e-6, spread=False),
         Column("Dice", "dice", better="higher", plot=True),
         Column("HD95 mm (hits)", "hd95_mm", ".2f", better="lower"),
@@ -289,6 +350,54 @@ BENCH = ProductBench(
     quick={"dataset": "phantom", "steps": 2, "patch": [32, 32, 32],
            "models": ["hybrid", "MONAI UNet"], "seeds": [0, 1]},  # fmt: skip
 )
+
+
+ABLATION = ProductBench(
+    name="medical_ablation",
+    title="Medical block ablation: what made the core-v2 block learn the demo more slowly",
+    prog="hv-med bench",
+    child="medical.bench:run_child",
+    variants={v.name: v for v in ABLATION_VARIANTS},
+    ours=ABLATION_DEFAULT,
+    baseline=ABLATION_V1,
+    columns=[
+        Column("per-class Dice", cell=_per_class),
+        Column("params M", "params", ".2f", scale=1e-6, spread=False),
+        Column("Dice", "dice", better="higher", plot=True),
+        Column("HD95 mm (hits)", "hd95_mm", ".2f", better="lower"),
+        Column("misses", cell=_misses_cell),
+        Column("train vox/s", "train_voxels_per_s", ",.0f", plot=True),
+    ],
+    speed_keys=BENCH.speed_keys,
+    quick={"dataset": "phantom", "steps": 2, "patch": [32, 32, 32], "batch_size": 1,
+           "samples_per_case": 2, "models": [ABLATION_BASE, ABLATION_V1],
+           "seeds": [0]},  # fmt: skip
+)
+
+
+def ablation_goals(rows: list[Row]) -> list[str]:
+    """Each variant against the core-v2 block, paired by seed; the default against core v1."""
+    by_name = {row.name: row for row in rows}
+    base = by_name.get(ABLATION_BASE)
+    lines = []
+    if base is not None:
+        for row in rows:
+            if row is base:
+                continue
+            diff = paired(row, base, "dice", 100)
+            lines.append(
+                f"{row.name} - {ABLATION_BASE}: {format_stat(diff, '+.1f')} Dice points "
+                f"(paired by seed, {diff.n} seeds)."
+            )
+    ours, v1 = by_name.get(ABLATION_DEFAULT), by_name.get(ABLATION_V1)
+    if ours is not None and v1 is not None and ours.stat("dice").n and v1.stat("dice").n:
+        dice, other = ours.stat("dice").mean, v1.stat("dice").mean
+        lines.append(
+            f"The default learns at least as fast as the core-v1 block: "
+            f"**{_verdict(dice >= other)}**, {dice:.3f} vs {other:.3f} Dice at the same budget "
+            f"({100 * (dice - other):+.1f} points)."
+        )
+    return lines
 
 
 def _verdict(ok: bool) -> str:
@@ -347,9 +456,10 @@ def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report
         if facts["slow_seeds"] != facts["seeds"] and any(r.name == SLOW_ROW for r in rows)
         else ""
     )
+    ablation = facts.get("ablation", False)
     return product_report(
-        BENCH, rows, facts, command,
-        goals=goals(rows),
+        ABLATION if ablation else BENCH, rows, facts, command,
+        goals=ablation_goals(rows) if ablation else goals(rows),
         fact_lines={
             "Data": f"{facts['dataset']}; training cases {facts['train_cases']}, held-out "
             f"{facts['held_out_cases']} (never seen in training, not used to pick a checkpoint); "
@@ -381,7 +491,8 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
     from .prepare import prepare_dataset
 
     work = work.resolve()
-    budget = Budget(steps=args.steps, patch=tuple(args.patch))
+    budget = Budget(steps=args.steps, patch=tuple(args.patch), batch_size=args.batch_size,
+                    samples_per_case=args.samples_per_case)  # fmt: skip
     raw = _dataset(args.dataset, work / "raw", args.quick)
     prepared = work / "prepared"
     prepare_dataset(raw, prepared, workers=1)
@@ -402,6 +513,7 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
         "budget": asdict(budget),
         "slow_seeds": list(args.slow_seeds or args.seeds),
         "variant_seeds": {SLOW_ROW: list(args.slow_seeds or args.seeds)},
+        "ablation": args.ablation,
     }
     return job_for, facts
 
@@ -412,15 +524,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="hv-med bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("--dataset", choices=("mni", "phantom"), default="mni",
-                        help="MNI152 demo brain (real MRI, default) or phantoms")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=Budget.steps, help="optimiser steps (30)")
-    parser.add_argument("--patch", type=int, nargs=3, default=list(Budget.patch))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ablation = "--ablation" in argv
+    bench, budget = (ABLATION, ABLATION_BUDGET) if ablation else (BENCH, Budget())
+    parser.add_argument("--ablation", action="store_true",
+                        help="the block ablation instead (its own variants; budget: the "
+                        "demo's schedule, 20 steps of 2 cases x 4 patches) -> "
+                        "medical_ablation.md")  # fmt: skip
+    parser.add_argument("--dataset", choices=("mni", "mni-ends", "phantom"), default="mni",
+                        help="MNI152 demo brain (real MRI, default: the top slab held out; "
+                        "mni-ends: the bottom and the top slab held out) or phantoms")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=budget.steps, help="optimiser steps")
+    parser.add_argument("--patch", type=int, nargs=3, default=list(budget.patch))
+    parser.add_argument("--batch-size", type=int, default=budget.batch_size,
+                        help="cases per step")  # fmt: skip
+    parser.add_argument("--samples-per-case", type=int, default=budget.samples_per_case,
+                        help="patches per case per step")  # fmt: skip
     parser.add_argument("--slow-seeds", type=int, nargs="+",
                         help=f"seeds for {SLOW_ROW} (default: --seeds)")  # fmt: skip
-    add_arguments(parser, BENCH, "runs/bench/medical")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return bench_main(BENCH, parser, argv, _prepare, build_report)
+    add_arguments(parser, bench, f"runs/bench/{bench.name}")
+    return bench_main(bench, parser, argv, _prepare, build_report)
 
 
 if __name__ == "__main__":

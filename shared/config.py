@@ -7,6 +7,7 @@ topology decides how a stage's kind turns into blocks (see :mod:`shared.backbone
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +68,15 @@ class BackboneConfig:
     stages without gated blocks are ignored). ``attention_ratio`` is attention channels per conv
     channel (0.5: the brief's conv:attention 2:1). ``norm`` is a MONAI norm for every conv-path
     norm: batch for classification, instance or group for 3D segmentation at batch 1-2.
+
+    Initialisation and block details (not the brief's formula, which they leave unchanged):
+    ``zero_init_last`` sets the weight of the last norm of every conv path to zero, so each
+    residual block starts as its shortcut (timm/torchvision ResNet ``zero_init_last``; the
+    hybrid block then starts as its gated attention plus ``s * shortcut``). ``gate_bias_init``
+    is the gates' initial bias (0: ``w = 0.5``). ``post_activation`` is the ReLU after a hybrid
+    block's residual sum (ResNet's). ``conv_shortcut`` gives the hybrid block's conv path a
+    shortcut of its own, ``conv = ReLU(body(x) + shortcut(x))``, as the core-v1 block had (the
+    block then adds ``s * shortcut(x)`` a second time); it exists for the medical ablation.
     """
 
     spatial_dims: int = 2
@@ -91,6 +101,10 @@ class BackboneConfig:
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     attention_fp32: bool = False
+    zero_init_last: bool = False
+    gate_bias_init: float = 0.0
+    post_activation: bool = True
+    conv_shortcut: bool = False
 
     def __post_init__(self) -> None:
         check_spatial_dims(self.spatial_dims)
@@ -118,6 +132,9 @@ class BackboneConfig:
                     f"(one per stage), got {per_stage}"
                 )
             self.residual_strength_per_stage = tuple(float(v) for v in per_stage)
+        if not math.isfinite(self.gate_bias_init):
+            raise ValueError(f"gate_bias_init must be finite, got {self.gate_bias_init}")
+        self.gate_bias_init = float(self.gate_bias_init)
         self.norm = check_norm(self.norm, self.spatial_dims)
         as_stride(self.stem_stride, self.spatial_dims)
         if not self.stages:
