@@ -158,6 +158,12 @@ ABLATION_PRESETS: dict[str, BackboneConfig] = {
     "med_cpu-zero_init_last": _CORE_V2.replace(zero_init_last=True),
     "med_cpu-attention_third": _CORE_V2.replace(attention_ratio=1 / 3),
     "med_cpu-conv_shortcut": _CORE_V2.replace(conv_shortcut=True, post_activation=False),
+    # The default med_cpu with attention from reduction 8 on ("CHHH"): at a 64x64x32 patch
+    # 8x8x4 = 256 tokens, where a 3x3x3 conv path still sees a small part of the map (at
+    # reductions 16 and 32 the maps are 4x4x2 and 2x2x1: the conv path already sees all of it).
+    "med_cpu-attention_from_r8": MEDICAL_PRESETS["med_cpu"].replace(
+        stages=make_stages((1, 1, 1, 1), (24, 48, 96, 192), "CHHH", (4, 4, 4, 4))
+    ),
 }
 """The core-v2 ``med_cpu`` and variants of it with one difference each (``core_v1``: all of the
 core-v1 block's differences), for ``hv-med bench --ablation``, which isolates why the core-v2

@@ -55,6 +55,15 @@ def test_quick_bench_trains_predicts_and_scores_through_the_cli_path(tmp_path: P
         assert f"| {metrics['dice']:.3f} ± n/a |" in markdown
         assert f"| {metrics['misses']:.0f} / 2 |" in markdown
     assert report["facts"]["held_out_cases"] == ["phantom_002"]
+    # The attention probe: at a 32^3 patch the hybrid stages (reductions 16 and 32) attend
+    # over 2^3 = 8 tokens and a single one; gates are conv shares in (0, 1). None for UNet.
+    hybrid, unet = (row["runs"][0]["metrics"] for row in report["rows"])
+    assert hybrid["attn_keys/stages.2.0"] == pytest.approx(8)
+    assert hybrid["attn_keys/stages.3.0"] == pytest.approx(1)
+    assert 0.0 < hybrid["attn_h/stages.2.0"] <= 1.0 and hybrid["attn_h/stages.3.0"] is None
+    assert all(0.0 < hybrid[f"gate_conv/stages.{i}.0"] < 1.0 for i in (2, 3))
+    assert not any(key.startswith(("attn_", "gate_")) for key in unet)
+    assert "| hybrid (ours) | stages.2.0 | 8 |" in markdown
     # The UNet row really trained a MONAI UNet through hv-med train's config and task, and
     # hv-med predict rebuilt it from the checkpoint's plan.
     run = tmp_path / "work" / "runs" / "MONAI-UNet-seed0"
@@ -138,6 +147,12 @@ def test_ablation_variants_change_one_thing_each() -> None:
               "core_v1": {"norm", "attention_ratio", "conv_shortcut", "post_activation",
                           "residual_strength_per_stage"}}  # fmt: skip
     for name, config in ABLATION_PRESETS.items():
+        if name == "med_cpu-attention_from_r8":  # the default with one more hybrid stage
+            assert [s.kind for s in config.stages] == list("CHHH")
+            assert config.replace(stages=resolve_config("med_cpu").stages) == resolve_config(
+                "med_cpu"
+            )
+            continue
         changed = {f for f in vars(base) if getattr(config, f) != getattr(base, f)}
         assert changed == fields.get(name.removeprefix("med_cpu-"), set()), name
     strengths = resolve_config("med_cpu-core_v1").residual_strengths()
