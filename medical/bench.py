@@ -80,6 +80,8 @@ VARIANTS = [
     _variant("hybrid, bf16-mixed", "hybrid", "bf16-mixed", family=OURS),
     _variant("hybrid, attention from 1/8", "hybrid", family=OURS,
              preset="med_cpu-attention_from_r8"),
+    _variant("hybrid, attention from 1/8, Xavier init", "hybrid", family=OURS,
+             preset="med_cpu-attention_from_r8_xavier"),
     _variant("pure CNN, matched params", "cnn", family=OURS),
     _variant("MONAI UNet", "unet"),
     _variant("MONAI SegResNet", "segresnet"),
@@ -320,14 +322,27 @@ def _attention_probe(task: Any, image: torch.Tensor, patch: tuple[int, ...]) -> 
     pad = [p for size, want in zip(reversed(spatial), reversed(patch), strict=True)
            for p in (0, max(0, want - size))]  # fmt: skip
     window = torch.nn.functional.pad(image, pad)[(..., *(slice(0, want) for want in patch))]
+    norms: dict[str, list[float]] = {}
+    hooks = []
+    for name, layer in network.attention_layers().items():
+        # ||attention branch (output projection)|| / ||the unit's input||: how much of the unit's
+        # output attention makes (it is a residual unit: input + branch).
+        hooks.append(layer.register_forward_pre_hook(
+            lambda _, args, name=name: norms.setdefault(name, []).append(float(args[0].norm()))))
+        hooks.append(layer.proj.register_forward_hook(
+            lambda _, __, out, name=name: norms[name].append(float(out.norm()))))  # fmt: skip
     with torch.inference_mode():
         task(window)
+    for hook in hooks:
+        hook.remove()
     gates = network.backbone.gate_values()
     probe = {}
     for name, reading in attention_entropies(network).items():
         layer = name.removeprefix("backbone.").removesuffix(".attention")
         probe[f"attn_keys/{layer}"] = reading.keys
         probe[f"attn_h/{layer}"] = reading.normalised
+        unit_input, branch = norms[name.removeprefix("backbone.")]
+        probe[f"attn_share/{layer}"] = branch / unit_input if unit_input else math.nan
         gate = gates.get(f"{layer}.fusion")
         if gate is not None:
             probe[f"gate_conv/{layer}"] = float(gate.float().mean())
@@ -494,6 +509,7 @@ def attention_section(rows: list[Row]) -> Section | None:
             lines.append([row.label, layer,
                           format_stat(row.stat(f"attn_keys/{layer}"), ".0f", spread=False),
                           format_stat(row.stat(f"attn_h/{layer}")),
+                          format_stat(row.stat(f"attn_share/{layer}")),
                           format_stat(row.stat(f"gate_conv/{layer}"))])  # fmt: skip
     if not lines:
         return None
@@ -502,8 +518,11 @@ def attention_section(rows: list[Row]) -> Section | None:
         text=["Per attention layer of each hybrid row: N, the keys each query attends over "
               "(tokens at that level of the training patch, or of a window); h = entropy / ln N "
               "(1: uniform attention, no position preferred; the brief's band is 0.72-0.90); "
-              "w, the gate's mean weight of the conv path (attention gets 1 - w)."],
-        table=Table(["model", "layer", "keys N", "h = H / ln N", "conv gate w"], lines,
+              "branch / input, the norm of the attention branch (its output projection) over "
+              "the norm of the attention unit's input (the unit returns input + branch); w, the "
+              "gate's mean weight of the conv path (attention gets 1 - w)."],
+        table=Table(["model", "layer", "keys N", "h = H / ln N", "branch / input", "conv gate w"],
+                    lines,
                     text_columns=2),
     )  # fmt: skip
 

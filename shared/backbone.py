@@ -189,6 +189,9 @@ class HybridBackbone(nn.Module):
                     nn.init.zeros_(module.bias)
         # Kaiming init above overwrote the gate's constant bias; the gate weight stays kaiming.
         for module in self.modules():
+            if isinstance(module, SpatialSelfAttention) and self.config.attention_init == "xavier":
+                for linear in (module.qkv, module.proj):
+                    nn.init.xavier_uniform_(linear.weight)
             if isinstance(module, GatedFusion):
                 nn.init.constant_(module.gate.bias, module.gate_bias_init)
             elif self.config.zero_init_last and isinstance(

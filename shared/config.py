@@ -16,6 +16,7 @@ from .blocks import attention_width
 from .layers import NormLike, StrideLike, as_stride, check_norm, check_spatial_dims
 
 __all__ = [
+    "ATTENTION_INITS",
     "BLOCK_KINDS",
     "TOPOLOGIES",
     "StageConfig",
@@ -28,6 +29,9 @@ __all__ = [
 
 BLOCK_KINDS = ("C", "H", "T")
 """``C`` residual conv block, ``H`` hybrid block (conv + attention + gate), ``T`` transformer."""
+
+ATTENTION_INITS = ("trunc_normal", "xavier")
+"""How attention projections start: timm ViT's truncated normal (std 0.02) or Xavier-uniform."""
 
 TOPOLOGIES = ("serial", "parallel", "interleaved")
 """How an ``H`` stage is wired (``C`` and ``T`` stages are the same in every topology).
@@ -77,6 +81,10 @@ class BackboneConfig:
     block's residual sum (ResNet's). ``conv_shortcut`` gives the hybrid block's conv path a
     shortcut of its own, ``conv = ReLU(body(x) + shortcut(x))``, as the core-v1 block had (the
     block then adds ``s * shortcut(x)`` a second time); it exists for the medical ablation.
+    ``attention_init`` initialises the attention layers' q/k/v and output projections:
+    ``trunc_normal`` (std 0.02, timm's ViT init) or ``xavier`` (Xavier-uniform, PyTorch's
+    ``nn.MultiheadAttention`` init: about 7x larger at 48 channels, so attention starts
+    selective and its branch visible instead of uniform and about 3% of its unit's output).
     """
 
     spatial_dims: int = 2
@@ -105,6 +113,7 @@ class BackboneConfig:
     gate_bias_init: float = 0.0
     post_activation: bool = True
     conv_shortcut: bool = False
+    attention_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
         check_spatial_dims(self.spatial_dims)
@@ -135,6 +144,10 @@ class BackboneConfig:
         if not math.isfinite(self.gate_bias_init):
             raise ValueError(f"gate_bias_init must be finite, got {self.gate_bias_init}")
         self.gate_bias_init = float(self.gate_bias_init)
+        if self.attention_init not in ATTENTION_INITS:
+            raise ValueError(
+                f"attention_init must be one of {ATTENTION_INITS}, got {self.attention_init!r}"
+            )
         self.norm = check_norm(self.norm, self.spatial_dims)
         as_stride(self.stem_stride, self.spatial_dims)
         if not self.stages:
