@@ -47,6 +47,8 @@ from shared.bench import (
     ProductBench,
     Report,
     Row,
+    Section,
+    Table,
     Variant,
     add_arguments,
     bench_main,
@@ -60,21 +62,55 @@ from shared.memory import peak_rss_mib
 
 from .phantom import PhantomConfig, write_mni_demo, write_phantom_dataset
 
-__all__ = ["BENCH", "Budget", "build_report", "goals", "main", "run_child"]
+__all__ = ["ABLATION", "BENCH", "Budget", "ablation_goals", "build_report", "goals", "main",
+           "run_child"]
 
 
-def _variant(name: str, arch: str, precision: str = "32-true", family: str = "monai") -> Variant:
-    return Variant(name, family, {"arch": arch, "precision": precision})
+def _variant(
+    name: str, arch: str, precision: str = "32-true", family: str = "monai", preset: str = "med_cpu"
+) -> Variant:
+    options = {"arch": arch, "precision": precision}
+    if arch in ("hybrid", "cnn"):
+        options["preset"] = preset
+    return Variant(name, family, options)
 
 
 VARIANTS = [
     _variant("hybrid", "hybrid", family=OURS),
     _variant("hybrid, bf16-mixed", "hybrid", "bf16-mixed", family=OURS),
+    _variant("hybrid, attention from 1/8", "hybrid", family=OURS,
+             preset="med_cpu-attention_from_r8"),
+    _variant("hybrid, attention from 1/8, Xavier init", "hybrid", family=OURS,
+             preset="med_cpu-attention_from_r8_xavier"),
     _variant("pure CNN, matched params", "cnn", family=OURS),
     _variant("MONAI UNet", "unet"),
     _variant("MONAI SegResNet", "segresnet"),
     _variant("MONAI SwinUNETR-24", "swinunetr"),
 ]
+ABLATION_BASE = "core v2 block (before)"
+ABLATION_V1 = "core v1 block"
+ABLATION_DEFAULT = "med_cpu default (after)"
+ABLATION_VARIANTS = [
+    _variant(ABLATION_BASE, "hybrid", family=OURS, preset="med_cpu-core_v2"),
+    _variant(ABLATION_V1, "hybrid", family=OURS, preset="med_cpu-core_v1"),
+    *(
+        _variant(f"v2 + {change}", "hybrid", family=OURS, preset=f"med_cpu-{key}")
+        for change, key in (
+            ("residual strength 1.0", "residual_1.0"),
+            ("batch norm", "batch_norm"),
+            ("instance norm", "instance_norm"),
+            ("no ReLU after the sum", "no_relu_after_sum"),
+            ("gate bias +2", "gate_bias_2"),
+            ("zero-init last norm", "zero_init_last"),
+            ("attention on 1/3 of the width", "attention_third"),
+            ("conv path with its own shortcut", "conv_shortcut"),
+        )
+    ),
+    _variant(ABLATION_DEFAULT, "hybrid", family=OURS),
+]
+"""``hv-med bench --ablation``: today's block with one change each, the core-v1 block, and the
+default ``med_cpu`` the ablation led to (:data:`medical.model.ABLATION_PRESETS`)."""
+
 SLOW_ROW = "MONAI SwinUNETR-24"
 """Several times slower to train than the others on one CPU thread: ``--slow-seeds`` can give it
 fewer seeds (never fewer steps), and the report says so."""
@@ -93,9 +129,16 @@ class Budget:
     warmup_fraction: float = 0.1
 
 
+ABLATION_BUDGET = Budget(steps=20, batch_size=2, samples_per_case=4)
+"""The demo's schedule (``python -m medical.demo``: 20 epochs of one step of 2 cases x 4
+patches 64x64x32, lr 2e-3, warmup 0.1), where the regression was seen."""
+
+
 def _dataset(kind: str, root: Path, quick: bool) -> Path:
     if kind == "mni":
         return write_mni_demo(root / "MNI152Brain")
+    if kind == "mni1mm-ends":
+        return write_mni_demo(root / "MNI152Brain1mmEnds", downsample=1, held_out="ends")
     shape = (48, 48, 32) if quick else (96, 96, 48)
     cases = 3 if quick else 8
     cfg = PhantomConfig(shape=shape, spacing=(1.0, 1.0, 2.0))
@@ -132,7 +175,8 @@ def _train_config(job: dict[str, Any]) -> dict[str, Any]:
             "patch_size": list(budget.patch),
             "samples_per_case": budget.samples_per_case,
         },
-        "model": {"arch": job["options"]["arch"]},
+        "model": {"arch": job["options"]["arch"],
+                  **({"preset": job["options"]["preset"]} if "preset" in job["options"] else {})},
         "optim": {"lr": budget.lr, "warmup_fraction": budget.warmup_fraction},
         "trainer": {
             "max_steps": budget.steps,
@@ -236,7 +280,13 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
                 start = time.perf_counter()
                 task.infer(image)
                 window.append(time.perf_counter() - start)
+    probe = _attention_probe(task, image, tuple(job["budget"]["patch"])) if window else {}
     per_class = {f"dice/{k}": v["dice"] for k, v in summary["mean"].items()}
+    # Foreground-mean Dice of each held-out volume (nnU-Net rule: NaN classes left out).
+    per_case = {
+        f"case_dice/{case['case']}": _mean_of(case["dice"].values())
+        for case in summary["metric_per_case"]
+    }
     metrics = {
         "params": count_parameters(module.model),
         "train_seconds": train_seconds,
@@ -249,12 +299,71 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
         "misses": _misses(pred_dir, Path(job["label_dir"]), sorted(c for c in labels if c)),
         "scored_pairs": len(summary["metric_per_case"]) * len(per_class),
         **per_class,
+        **per_case,
+        **probe,
     }
-    return {"metrics": metrics, "info": {"steps": timer.steps, "classes": list(summary["mean"])}}
+    info = {"steps": timer.steps, "classes": list(summary["mean"]),
+            "cases": [case["case"] for case in summary["metric_per_case"]]}  # fmt: skip
+    return {"metrics": metrics, "info": info}
+
+
+def _attention_probe(task: Any, image: torch.Tensor, patch: tuple[int, ...]) -> dict[str, float]:
+    """What each attention layer of the trained network does on one held-out patch (the first
+    window of the volume, zero-padded to the training patch): ``attn_keys/<layer>`` keys per
+    query N, ``attn_h/<layer>`` entropy over ``ln N`` (1: uniform, no choice made) and
+    ``gate_conv/<layer>`` the mean gate ``w`` (the conv path's share; ``1 - w`` is attention's).
+    Empty for networks without attention (the control, the MONAI baselines)."""
+    from shared.monitors import attention_entropies, enable_attention_monitoring
+
+    network = task.model
+    if not hasattr(network, "backbone") or not enable_attention_monitoring(network):
+        return {}
+    spatial = image.shape[2:]
+    pad = [p for size, want in zip(reversed(spatial), reversed(patch), strict=True)
+           for p in (0, max(0, want - size))]  # fmt: skip
+    window = torch.nn.functional.pad(image, pad)[(..., *(slice(0, want) for want in patch))]
+    norms: dict[str, list[float]] = {}
+    hooks = []
+    for name, layer in network.attention_layers().items():
+        # ||attention branch (output projection)|| / ||the unit's input||: how much of the unit's
+        # output attention makes (it is a residual unit: input + branch).
+        hooks.append(layer.register_forward_pre_hook(
+            lambda _, args, name=name: norms.setdefault(name, []).append(float(args[0].norm()))))
+        hooks.append(layer.proj.register_forward_hook(
+            lambda _, __, out, name=name: norms[name].append(float(out.norm()))))  # fmt: skip
+    with torch.inference_mode():
+        task(window)
+    for hook in hooks:
+        hook.remove()
+    gates = network.backbone.gate_values()
+    probe = {}
+    for name, reading in attention_entropies(network).items():
+        layer = name.removeprefix("backbone.").removesuffix(".attention")
+        probe[f"attn_keys/{layer}"] = reading.keys
+        probe[f"attn_h/{layer}"] = reading.normalised
+        unit_input, branch = norms[name.removeprefix("backbone.")]
+        probe[f"attn_share/{layer}"] = branch / unit_input if unit_input else math.nan
+        gate = gates.get(f"{layer}.fusion")
+        if gate is not None:
+            probe[f"gate_conv/{layer}"] = float(gate.float().mean())
+    enable_attention_monitoring(network, False)
+    return probe
+
+
+def _mean_of(values: Any) -> float:
+    finite = [float(v) for v in values if v is not None]
+    return statistics.fmean(finite) if finite else math.nan
 
 
 def _per_class(row: Row) -> str:
     return ", ".join(f"{c} {format_stat(row.stat(f'dice/{c}'))}" for c in row.info("classes", []))
+
+
+def _per_case(row: Row) -> str:
+    """Dice of each held-out volume (mean ± std over seeds)."""
+    return ", ".join(
+        f"{c} {format_stat(row.stat(f'case_dice/{c}'))}" for c in row.info("cases", [])
+    )
 
 
 def _misses_cell(row: Row) -> str:
@@ -264,6 +373,8 @@ def _misses_cell(row: Row) -> str:
     misses = sum(int(run.metrics["misses"]) for run in row.ok)
     return f"{misses} / {sum(int(run.metrics['scored_pairs']) for run in row.ok)}"
 
+
+_CASE_COLUMN = Column("Dice per held-out volume", cell=_per_case)
 
 BENCH = ProductBench(
     name="medical",
@@ -275,6 +386,7 @@ BENCH = ProductBench(
     baseline="MONAI UNet",
     columns=[
         Column("per-class Dice", cell=_per_class),
+        _CASE_COLUMN,
         Column("params M", "params", ".2f", scale=1e-6, spread=False),
         Column("Dice", "dice", better="higher", plot=True),
         Column("HD95 mm (hits)", "hd95_mm", ".2f", better="lower"),
@@ -289,6 +401,54 @@ BENCH = ProductBench(
     quick={"dataset": "phantom", "steps": 2, "patch": [32, 32, 32],
            "models": ["hybrid", "MONAI UNet"], "seeds": [0, 1]},  # fmt: skip
 )
+
+
+ABLATION = ProductBench(
+    name="medical_ablation",
+    title="Medical block ablation: what made the core-v2 block learn the demo more slowly",
+    prog="hv-med bench",
+    child="medical.bench:run_child",
+    variants={v.name: v for v in ABLATION_VARIANTS},
+    ours=ABLATION_DEFAULT,
+    baseline=ABLATION_V1,
+    columns=[
+        Column("per-class Dice", cell=_per_class),
+        Column("params M", "params", ".2f", scale=1e-6, spread=False),
+        Column("Dice", "dice", better="higher", plot=True),
+        Column("HD95 mm (hits)", "hd95_mm", ".2f", better="lower"),
+        Column("misses", cell=_misses_cell),
+        Column("train vox/s", "train_voxels_per_s", ",.0f", plot=True),
+    ],
+    speed_keys=BENCH.speed_keys,
+    quick={"dataset": "phantom", "steps": 2, "patch": [32, 32, 32], "batch_size": 1,
+           "samples_per_case": 2, "models": [ABLATION_BASE, ABLATION_V1],
+           "seeds": [0]},  # fmt: skip
+)
+
+
+def ablation_goals(rows: list[Row]) -> list[str]:
+    """Each variant against the core-v2 block, paired by seed; the default against core v1."""
+    by_name = {row.name: row for row in rows}
+    base = by_name.get(ABLATION_BASE)
+    lines = []
+    if base is not None:
+        for row in rows:
+            if row is base:
+                continue
+            diff = paired(row, base, "dice", 100)
+            lines.append(
+                f"{row.name} - {ABLATION_BASE}: {format_stat(diff, '+.1f')} Dice points "
+                f"(paired by seed, {diff.n} seeds)."
+            )
+    ours, v1 = by_name.get(ABLATION_DEFAULT), by_name.get(ABLATION_V1)
+    if ours is not None and v1 is not None and ours.stat("dice").n and v1.stat("dice").n:
+        dice, other = ours.stat("dice").mean, v1.stat("dice").mean
+        lines.append(
+            f"The default learns at least as fast as the core-v1 block: "
+            f"**{_verdict(dice >= other)}**, {dice:.3f} vs {other:.3f} Dice at the same budget "
+            f"({100 * (dice - other):+.1f} points)."
+        )
+    return lines
 
 
 def _verdict(ok: bool) -> str:
@@ -338,6 +498,35 @@ def goals(rows: list[Row]) -> list[str]:
     return lines
 
 
+def attention_section(rows: list[Row]) -> Section | None:
+    """What the attention layers of our trained hybrids did on a held-out patch (mean ± std
+    over seeds): keys per query, normalised entropy and the gate's conv share."""
+    lines = []
+    for row in rows:
+        layers = sorted({key.split("/", 1)[1] for run in row.ok for key in run.metrics
+                         if key.startswith("attn_h/")})  # fmt: skip
+        for layer in layers:
+            lines.append([row.label, layer,
+                          format_stat(row.stat(f"attn_keys/{layer}"), ".0f", spread=False),
+                          format_stat(row.stat(f"attn_h/{layer}")),
+                          format_stat(row.stat(f"attn_share/{layer}")),
+                          format_stat(row.stat(f"gate_conv/{layer}"))])  # fmt: skip
+    if not lines:
+        return None
+    return Section(
+        "What the attention sees (trained hybrids, one held-out patch)",
+        text=["Per attention layer of each hybrid row: N, the keys each query attends over "
+              "(tokens at that level of the training patch, or of a window); h = entropy / ln N "
+              "(1: uniform attention, no position preferred; the brief's band is 0.72-0.90); "
+              "branch / input, the norm of the attention branch (its output projection) over "
+              "the norm of the attention unit's input (the unit returns input + branch); w, the "
+              "gate's mean weight of the conv path (attention gets 1 - w)."],
+        table=Table(["model", "layer", "keys N", "h = H / ln N", "branch / input", "conv gate w"],
+                    lines,
+                    text_columns=2),
+    )  # fmt: skip
+
+
 def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report:
     """The medical report: the harness's table and notes, the goals, how it was measured."""
     budget = facts["budget"]
@@ -347,9 +536,11 @@ def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report
         if facts["slow_seeds"] != facts["seeds"] and any(r.name == SLOW_ROW for r in rows)
         else ""
     )
+    ablation = facts.get("ablation", False)
     return product_report(
-        BENCH, rows, facts, command,
-        goals=goals(rows),
+        ABLATION if ablation else BENCH, rows, facts, command,
+        goals=ablation_goals(rows) if ablation else goals(rows),
+        sections=[section for section in (attention_section(rows),) if section is not None],
         fact_lines={
             "Data": f"{facts['dataset']}; training cases {facts['train_cases']}, held-out "
             f"{facts['held_out_cases']} (never seen in training, not used to pick a checkpoint); "
@@ -381,7 +572,8 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
     from .prepare import prepare_dataset
 
     work = work.resolve()
-    budget = Budget(steps=args.steps, patch=tuple(args.patch))
+    budget = Budget(steps=args.steps, patch=tuple(args.patch), batch_size=args.batch_size,
+                    samples_per_case=args.samples_per_case)  # fmt: skip
     raw = _dataset(args.dataset, work / "raw", args.quick)
     prepared = work / "prepared"
     prepare_dataset(raw, prepared, workers=1)
@@ -402,6 +594,7 @@ def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]
         "budget": asdict(budget),
         "slow_seeds": list(args.slow_seeds or args.seeds),
         "variant_seeds": {SLOW_ROW: list(args.slow_seeds or args.seeds)},
+        "ablation": args.ablation,
     }
     return job_for, facts
 
@@ -412,15 +605,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="hv-med bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("--dataset", choices=("mni", "phantom"), default="mni",
-                        help="MNI152 demo brain (real MRI, default) or phantoms")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=Budget.steps, help="optimiser steps (30)")
-    parser.add_argument("--patch", type=int, nargs=3, default=list(Budget.patch))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ablation = "--ablation" in argv
+    bench, budget = (ABLATION, ABLATION_BUDGET) if ablation else (BENCH, Budget())
+    parser.add_argument("--ablation", action="store_true",
+                        help="the block ablation instead (its own variants; budget: the "
+                        "demo's schedule, 20 steps of 2 cases x 4 patches) -> "
+                        "medical_ablation.md")  # fmt: skip
+    parser.add_argument("--dataset", choices=("mni", "mni1mm-ends", "phantom"), default="mni",
+                        help="MNI152 brain (real MRI): the demo's (2 mm, top slab held out; "
+                        "default), or at its own 1 mm with the bottom and the top of four slabs "
+                        "held out (two held-out volumes); or phantoms")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=budget.steps, help="optimiser steps")
+    parser.add_argument("--patch", type=int, nargs=3, default=list(budget.patch))
+    parser.add_argument("--batch-size", type=int, default=budget.batch_size,
+                        help="cases per step")  # fmt: skip
+    parser.add_argument("--samples-per-case", type=int, default=budget.samples_per_case,
+                        help="patches per case per step")  # fmt: skip
     parser.add_argument("--slow-seeds", type=int, nargs="+",
                         help=f"seeds for {SLOW_ROW} (default: --seeds)")  # fmt: skip
-    add_arguments(parser, BENCH, "runs/bench/medical")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return bench_main(BENCH, parser, argv, _prepare, build_report)
+    add_arguments(parser, bench, f"runs/bench/{bench.name}")
+    return bench_main(bench, parser, argv, _prepare, build_report)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ Activation memory is dominated by the full- and half-resolution levels (decoder 
 
 CPU speed (2 cores, fp32, medians of 5 after one warm-up, three runs on a shared machine):
 ``med_cpu`` at 64^3, forward + backward: 0.7-1.1 s at batch 1, 1.0-1.35 s at batch 2 (0.75-1.0 s
-with ``torch.channels_last_3d`` model and input); eval forward 0.2-0.3 s.
+with ``torch.channels_last_3d`` model and input); eval forward 0.2-0.3 s. The medical task now
+trains and infers channels-last (:class:`medical.task.SegmentationTask`): one thread, batch 2 of
+64x64x32, a step took 1.15 s channels-first and 0.55 s channels-last on an idle core
+(``docs/benchmarks/medical_train_speed.md`` measures it against MONAI UNet in one process).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from shared.layers import count_parameters
 from shared.matching import match_width_scale
 
 __all__ = [
+    "ABLATION_PRESETS",
     "ARCHS",
     "DECODER_NORM",
     "ENCODER_NORM",
@@ -117,13 +121,75 @@ MEDICAL_PRESETS: dict[str, BackboneConfig] = {
 Parameter counts and memory estimates are in the module docstring."""
 
 
+def _core_v1(config: BackboneConfig) -> BackboneConfig:
+    """``config`` with the core-v1 hybrid block and encoder (commit 2c3624f, the block that
+    learned the demo fastest): batch norm everywhere in the encoder, attention on a third of the
+    conv width, the conv path a whole residual block (``ReLU(body(x) + shortcut(x))``), the
+    block output ``w * conv + (1 - w) * aligned + s * shortcut(x)`` without a ReLU after the sum,
+    and ``s`` linear over all four stages (0.7, 0.567, 0.433, 0.3: the hybrid stages get the
+    last two) instead of over the hybrid blocks only."""
+    count = len(config.stages)
+    first, last = 0.7, 0.3
+    return config.replace(
+        norm="batch",
+        attention_ratio=1 / 3,
+        conv_shortcut=True,
+        post_activation=False,
+        residual_strength_per_stage=tuple(
+            first + (last - first) * i / (count - 1) for i in range(count)
+        ),
+    )
+
+
+_CORE_V2 = BackboneConfig(
+    spatial_dims=3,
+    in_channels=1,
+    norm=ENCODER_NORM,
+    stem_channels=16,
+    stages=make_stages((1, 1, 1, 1), (24, 48, 96, 192), "CCHH", (4, 4, 4, 4)),
+)
+"""``med_cpu`` as core v2 shipped it (the brief's block, group-norm encoder, default init)."""
+
+ABLATION_PRESETS: dict[str, BackboneConfig] = {
+    "med_cpu-core_v2": _CORE_V2,
+    "med_cpu-core_v1": _core_v1(_CORE_V2),
+    "med_cpu-residual_1.0": _CORE_V2.replace(residual_strength=(1.0, 1.0)),
+    "med_cpu-batch_norm": _CORE_V2.replace(norm="batch"),
+    "med_cpu-instance_norm": _CORE_V2.replace(norm=("instance", {"affine": True})),
+    "med_cpu-no_relu_after_sum": _CORE_V2.replace(post_activation=False),
+    "med_cpu-gate_bias_2": _CORE_V2.replace(gate_bias_init=2.0),
+    "med_cpu-zero_init_last": _CORE_V2.replace(zero_init_last=True),
+    "med_cpu-attention_third": _CORE_V2.replace(attention_ratio=1 / 3),
+    "med_cpu-conv_shortcut": _CORE_V2.replace(conv_shortcut=True, post_activation=False),
+    # The default med_cpu with attention from reduction 8 on ("CHHH"): at a 64x64x32 patch
+    # 8x8x4 = 256 tokens, where a 3x3x3 conv path still sees a small part of the map (at
+    # reductions 16 and 32 the maps are 4x4x2 and 2x2x1: the conv path already sees all of it).
+    "med_cpu-attention_from_r8": MEDICAL_PRESETS["med_cpu"].replace(
+        stages=make_stages((1, 1, 1, 1), (24, 48, 96, 192), "CHHH", (4, 4, 4, 4))
+    ),
+    # The same with attention initialised as PyTorch's nn.MultiheadAttention (Xavier): trained
+    # 300 steps from timm's std-0.02 init, the reduction-16 layer of med_cpu stayed uniform
+    # (entropy / ln N = 0.999) and its branch about 3% of its unit's output.
+    "med_cpu-attention_from_r8_xavier": MEDICAL_PRESETS["med_cpu"].replace(
+        stages=make_stages((1, 1, 1, 1), (24, 48, 96, 192), "CHHH", (4, 4, 4, 4)),
+        attention_init="xavier",
+    ),
+}
+"""The core-v2 ``med_cpu`` and variants of it with one difference each (``core_v1``: all of the
+core-v1 block's differences), for ``hv-med bench --ablation``, which isolates why the core-v2
+block learned the demo more slowly than the core-v1 block. Usable as ``--model.preset``."""
+
+
 def resolve_config(config: str | BackboneConfig) -> BackboneConfig:
-    """A :data:`MEDICAL_PRESETS` or :data:`shared.PRESETS` name, or a config, as a config."""
+    """A :data:`MEDICAL_PRESETS`, :data:`ABLATION_PRESETS` or :data:`shared.PRESETS` name, or a
+    config, as a config."""
     if isinstance(config, BackboneConfig):
         return config
     if isinstance(config, str):
         if config in MEDICAL_PRESETS:
             return MEDICAL_PRESETS[config]
+        if config in ABLATION_PRESETS:
+            return ABLATION_PRESETS[config]
         if config in PRESETS:
             return PRESETS[config]
         raise ValueError(

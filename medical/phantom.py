@@ -26,6 +26,7 @@ from shared.engine.io import atomic_write_json
 from .data import save_nifti
 
 __all__ = [
+    "MNI_HELD_OUT",
     "PhantomConfig",
     "make_phantom",
     "write_dicom_series",
@@ -131,12 +132,23 @@ def _mni_path(key: str) -> Path:
     return Path(str(resources.files("nilearn") / "datasets" / "data" / MNI_FILES[key]))
 
 
-def write_mni_demo(root: Path, num_train_slabs: int = 2, downsample: int = 2) -> Path:
+MNI_HELD_OUT = ("top", "ends")
+"""Which slabs of the MNI demo brain are held out: ``top`` (the superior slab; the demo's) or
+``ends`` (the inferior and the superior slab, two held-out volumes around the training slabs)."""
+
+
+def write_mni_demo(
+    root: Path, num_train_slabs: int = 2, downsample: int = 2, held_out: str = "top"
+) -> Path:
     """The MNI152 T1 demo dataset (real MRI) in MSD layout, split into disjoint slabs.
 
     ``downsample`` (2 -> 2 mm voxels) keeps the CPU demo short. Slabs are cut along the
-    inferior-superior axis of the brain's bounding box; the top slab is the validation case.
+    inferior-superior axis of the brain's bounding box; ``held_out`` (:data:`MNI_HELD_OUT`)
+    names the validation slabs: the top one, or the bottom and the top one (then the
+    ``num_train_slabs`` training slabs lie between them).
     """
+    if held_out not in MNI_HELD_OUT:
+        raise ValueError(f"held_out must be one of {MNI_HELD_OUT}, got {held_out!r}")
     t1 = nib.load(str(_mni_path("t1")))
     gm = np.asarray(nib.load(str(_mni_path("gm"))).dataobj, dtype=np.float32)
     wm = np.asarray(nib.load(str(_mni_path("wm"))).dataobj, dtype=np.float32)
@@ -154,7 +166,8 @@ def write_mni_demo(root: Path, num_train_slabs: int = 2, downsample: int = 2) ->
     label = label[low[0] : high[0], low[1] : high[1]]
     affine[:3, 3] += affine[:3, :3] @ np.array([low[0], low[1], 0])
     z_low, z_high = low[2], high[2]
-    edges = np.linspace(z_low, z_high, num_train_slabs + 2).round().astype(int)
+    num_held_out = 1 if held_out == "top" else 2
+    edges = np.linspace(z_low, z_high, num_train_slabs + num_held_out + 1).round().astype(int)
     cases = []
     for index, (start, stop) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         slab_affine = affine.copy()
@@ -162,7 +175,8 @@ def write_mni_demo(root: Path, num_train_slabs: int = 2, downsample: int = 2) ->
         case_id = f"mni_slab{index}"
         cases.append((case_id, image[..., start:stop], label[..., start:stop], slab_affine))
     labels = {0: "background", 1: "grey_matter", 2: "white_matter"}
-    return _write_msd(root, "MNI152Brain", "MRI", labels, cases, [cases[-1][0]])
+    validation = [cases[-1][0]] if held_out == "top" else [cases[0][0], cases[-1][0]]
+    return _write_msd(root, "MNI152Brain", "MRI", labels, cases, validation)
 
 
 def write_dicom_series(

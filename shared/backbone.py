@@ -128,6 +128,13 @@ class HybridBackbone(nn.Module):
             return TransformerBlock(
                 dims, in_channels, out_channels, stride, mlp_ratio=cfg.mlp_ratio, **common
             )
+        conv_path: nn.Module | str | None = "identity" if kind == "A" else None
+        shortcut = None
+        if cfg.conv_shortcut and kind != "A":
+            # Core v1: the conv path is a whole residual block; its shortcut is reused as the
+            # hybrid block's (one module, so both residuals share its weights as v1's did).
+            conv_path = ResidualConvBlock(dims, in_channels, out_channels, stride, 0.0, cfg.norm)
+            shortcut = conv_path.shortcut
         return HybridBlock(
             dims,
             in_channels,
@@ -136,7 +143,10 @@ class HybridBackbone(nn.Module):
             attention_ratio=cfg.attention_ratio,
             residual_strength=strength,
             attention_input="input" if kind == "P" else "conv",
-            conv_path="identity" if kind == "A" else None,
+            conv_path=conv_path,
+            shortcut=shortcut,
+            gate_bias_init=cfg.gate_bias_init,
+            post_activation=cfg.post_activation,
             **common,
         )
 
@@ -179,8 +189,15 @@ class HybridBackbone(nn.Module):
                     nn.init.zeros_(module.bias)
         # Kaiming init above overwrote the gate's constant bias; the gate weight stays kaiming.
         for module in self.modules():
+            if isinstance(module, SpatialSelfAttention) and self.config.attention_init == "xavier":
+                for linear in (module.qkv, module.proj):
+                    nn.init.xavier_uniform_(linear.weight)
             if isinstance(module, GatedFusion):
                 nn.init.constant_(module.gate.bias, module.gate_bias_init)
+            elif self.config.zero_init_last and isinstance(
+                module, ResidualConvBlock | HybridBlock
+            ):
+                module.zero_init_last()
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` if ``x`` is not ``(B, in_channels, *spatial)`` for this model."""

@@ -32,6 +32,7 @@ __all__ = [
     "HybridBlock",
     "TransformerBlock",
     "attention_width",
+    "zero_last_norm",
 ]
 
 ATTENTION_INPUTS = ("conv", "input")
@@ -87,6 +88,27 @@ class ConvPath(nn.Sequential):
             norm_layer(spatial_dims, out_channels, norm),
         )
 
+    def zero_init_last(self) -> None:
+        """Zero the last norm's weight: the path outputs its norm's bias (zero) at first."""
+        zero_last_norm(self)
+
+
+def zero_last_norm(path: nn.Module) -> None:
+    """Set the weight of the last affine norm layer in ``path`` to zero (timm's
+    ``zero_init_last``); ``ValueError`` if ``path`` has no norm layer with a weight (e.g.
+    MONAI's instance norm, which is not affine by default)."""
+    norms = [m for m in path.modules() if isinstance(m, _NORMS)]
+    if not norms or getattr(norms[-1], "weight", None) is None:
+        raise ValueError(
+            f"zero_init_last needs an affine norm as the last norm of the conv path, got "
+            f"{norms[-1] if norms else 'none'}"
+        )
+    nn.init.zeros_(norms[-1].weight)
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+"""Norm layers (batch and instance norms share ``_NormBase``)."""
+
 
 class ResidualConvBlock(nn.Module):
     """ResNet basic block: ``ReLU(ConvPath(x) + shortcut(x))``, projection on shape change."""
@@ -106,9 +128,18 @@ class ResidualConvBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
+    def zero_init_last(self) -> None:
+        """Start as the shortcut: the body's last norm weight is zero (timm's convention)."""
+        self.body.zero_init_last()
+
+    def forward_with_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block output and its shortcut branch (a hybrid block may reuse the latter)."""
+        shortcut = self.shortcut(x)
+        return self.act(self.drop_path(self.body(x)) + shortcut), shortcut
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual conv block output."""
-        return self.act(self.drop_path(self.body(x)) + self.shortcut(x))
+        return self.forward_with_shortcut(x)[0]
 
 
 class GatedFusion(nn.Module):
@@ -160,7 +191,8 @@ class HybridBlock(nn.Module):
         ``out = ReLU(w * conv + (1 - w) * aligned + s * shortcut(x))``
 
     with ``s = residual_strength`` and ``shortcut`` the identity, or a strided 1x1 conv + norm
-    when the shape changes. The ReLU after the sum is ResNet's. ``MSA`` is
+    when the shape changes. The ReLU after the sum is ResNet's (``post_activation=False`` leaves
+    it out, for the ablation). ``MSA`` is
     :class:`SpatialSelfAttention`, itself a pre-norm residual unit, global or windowed.
 
     ``attention_input="input"`` wires the branches in parallel instead: attention reads the
@@ -190,6 +222,7 @@ class HybridBlock(nn.Module):
         norm: NormLike = "batch",
         conv_path: nn.Module | str | None = None,
         shortcut: nn.Module | None = None,
+        post_activation: bool = True,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -244,7 +277,15 @@ class HybridBlock(nn.Module):
         )
         self.fusion = GatedFusion(spatial_dims, out_channels, attn_channels, gate_bias_init, norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.act = nn.ReLU(inplace=True)
+        self.act = nn.ReLU(inplace=True) if post_activation else nn.Identity()
+
+    def zero_init_last(self) -> None:
+        """Zero the last norm weight of the conv path (a :class:`ConvPath`, or a module given as
+        ``conv_path`` that has norms): the block starts as gated attention plus its residual."""
+        if hasattr(self.conv, "zero_init_last"):  # ConvPath, ResidualConvBlock
+            self.conv.zero_init_last()
+        elif not isinstance(self.conv, nn.Identity):
+            zero_last_norm(self.conv)
 
     @property
     def last_gate(self) -> torch.Tensor | None:
@@ -263,10 +304,14 @@ class HybridBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``ReLU(w * conv + (1 - w) * aligned + s * shortcut(x))``."""
-        conv = self.conv(x)
+        if isinstance(self.conv, ResidualConvBlock) and self.shortcut is self.conv.shortcut:
+            # The conv path's own shortcut is the block's (core v1): computed once.
+            conv, shortcut = self.conv.forward_with_shortcut(x)
+        else:
+            conv, shortcut = self.conv(x), self.shortcut(x)
         attended = self.attention(self.reduce(conv if self.attention_input == "conv" else x))
         fused = self.drop_path(self.fusion(conv, attended))
-        return self.act(fused + self.residual_strength * self.shortcut(x))
+        return self.act(fused + self.residual_strength * shortcut)
 
 
 class TransformerBlock(nn.Module):

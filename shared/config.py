@@ -7,6 +7,7 @@ topology decides how a stage's kind turns into blocks (see :mod:`shared.backbone
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from .blocks import attention_width
 from .layers import NormLike, StrideLike, as_stride, check_norm, check_spatial_dims
 
 __all__ = [
+    "ATTENTION_INITS",
     "BLOCK_KINDS",
     "TOPOLOGIES",
     "StageConfig",
@@ -27,6 +29,9 @@ __all__ = [
 
 BLOCK_KINDS = ("C", "H", "T")
 """``C`` residual conv block, ``H`` hybrid block (conv + attention + gate), ``T`` transformer."""
+
+ATTENTION_INITS = ("trunc_normal", "xavier")
+"""How attention projections start: timm ViT's truncated normal (std 0.02) or Xavier-uniform."""
 
 TOPOLOGIES = ("serial", "parallel", "interleaved")
 """How an ``H`` stage is wired (``C`` and ``T`` stages are the same in every topology).
@@ -67,6 +72,19 @@ class BackboneConfig:
     stages without gated blocks are ignored). ``attention_ratio`` is attention channels per conv
     channel (0.5: the brief's conv:attention 2:1). ``norm`` is a MONAI norm for every conv-path
     norm: batch for classification, instance or group for 3D segmentation at batch 1-2.
+
+    Initialisation and block details (not the brief's formula, which they leave unchanged):
+    ``zero_init_last`` sets the weight of the last norm of every conv path to zero, so each
+    residual block starts as its shortcut (timm/torchvision ResNet ``zero_init_last``; the
+    hybrid block then starts as its gated attention plus ``s * shortcut``). ``gate_bias_init``
+    is the gates' initial bias (0: ``w = 0.5``). ``post_activation`` is the ReLU after a hybrid
+    block's residual sum (ResNet's). ``conv_shortcut`` gives the hybrid block's conv path a
+    shortcut of its own, ``conv = ReLU(body(x) + shortcut(x))``, as the core-v1 block had (the
+    block then adds ``s * shortcut(x)`` a second time); it exists for the medical ablation.
+    ``attention_init`` initialises the attention layers' q/k/v and output projections:
+    ``trunc_normal`` (std 0.02, timm's ViT init) or ``xavier`` (Xavier-uniform, PyTorch's
+    ``nn.MultiheadAttention`` init: about 7x larger at 48 channels, so attention starts
+    selective and its branch visible instead of uniform and about 3% of its unit's output).
     """
 
     spatial_dims: int = 2
@@ -91,6 +109,11 @@ class BackboneConfig:
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     attention_fp32: bool = False
+    zero_init_last: bool = False
+    gate_bias_init: float = 0.0
+    post_activation: bool = True
+    conv_shortcut: bool = False
+    attention_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
         check_spatial_dims(self.spatial_dims)
@@ -118,6 +141,13 @@ class BackboneConfig:
                     f"(one per stage), got {per_stage}"
                 )
             self.residual_strength_per_stage = tuple(float(v) for v in per_stage)
+        if not math.isfinite(self.gate_bias_init):
+            raise ValueError(f"gate_bias_init must be finite, got {self.gate_bias_init}")
+        self.gate_bias_init = float(self.gate_bias_init)
+        if self.attention_init not in ATTENTION_INITS:
+            raise ValueError(
+                f"attention_init must be one of {ATTENTION_INITS}, got {self.attention_init!r}"
+            )
         self.norm = check_norm(self.norm, self.spatial_dims)
         as_stride(self.stem_stride, self.spatial_dims)
         if not self.stages:

@@ -179,3 +179,28 @@ def test_unknown_preset_and_bad_config_type() -> None:
         HybridBackbone(2, 3, "hybrid_huge")
     with pytest.raises(ValueError, match="config must be a preset name"):
         HybridBackbone(2, 3, 42)  # type: ignore[arg-type]
+
+
+def test_attention_init_xavier_or_vit_trunc_normal() -> None:
+    """timm's ViT init (std 0.02) by default; Xavier-uniform (nn.MultiheadAttention's) on
+    request: bound sqrt(6 / (fan_in + fan_out)), std bound / sqrt(3); nothing else changes."""
+    import math
+
+    torch.manual_seed(0)
+    vit = HybridBackbone(3, 1, "hybrid_tiny")
+    torch.manual_seed(0)
+    xavier = HybridBackbone(3, 1, "hybrid_tiny", attention_init="xavier")
+    layers = list(xavier.attention_layers().values())
+    assert layers
+    for layer in layers:
+        for linear in (layer.qkv, layer.proj):
+            bound = math.sqrt(6 / (linear.in_features + linear.out_features))
+            assert linear.weight.abs().max() <= bound
+            assert abs(linear.weight.std().item() / (bound / math.sqrt(3)) - 1) < 0.15
+    for layer in vit.attention_layers().values():
+        assert abs(layer.qkv.weight.std().item() - 0.02) < 0.004
+    changed = {n for (n, a), b in zip(xavier.state_dict().items(), vit.state_dict().values(),
+                                      strict=True) if not torch.equal(a, b)}  # fmt: skip
+    assert changed and all(n.endswith(("qkv.weight", "proj.weight")) for n in changed)
+    with pytest.raises(ValueError, match="attention_init must be one of"):
+        HybridBackbone(3, 1, "hybrid_tiny", attention_init="zeros")

@@ -311,3 +311,101 @@ def test_windowed_model_exports_with_torch_export() -> None:
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x))
+
+
+def _norms(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.GroupNorm)
+    ]
+
+
+@pytest.mark.parametrize("norm", ["batch", ("group", {"num_groups": 4})])
+def test_zero_init_last_zeroes_only_the_conv_paths_last_norm(norm) -> None:
+    """timm's zero_init_last: the conv path's last norm weight is 0, every other norm keeps 1,
+    so a residual conv block starts as ReLU(shortcut(x)) exactly."""
+    torch.manual_seed(0)
+    conv_block = ResidualConvBlock(3, 8, 16, stride=2, norm=norm)
+    conv_block.zero_init_last()
+    body_norms, shortcut_norms = _norms(conv_block.body), _norms(conv_block.shortcut)
+    assert torch.equal(body_norms[-1].weight, torch.zeros(16))
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in body_norms[:-1])
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in shortcut_norms)
+    x = _input(3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_block(x), torch.relu(conv_block.shortcut(x)))
+    hybrid = HybridBlock(3, 16, 16, num_heads=4, norm=norm)
+    hybrid.zero_init_last()
+    assert torch.equal(hybrid.conv[-1].weight, torch.zeros(16))
+    others = [m for m in _norms(hybrid) if m is not hybrid.conv[-1]]
+    assert others and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in others)
+    with torch.no_grad():  # the conv path outputs 0: conv = 0 everywhere
+        assert torch.equal(hybrid.conv(_input(3, 16, 8)), torch.zeros(2, 16, 8, 8, 8))
+
+
+def test_zero_init_last_refuses_a_conv_path_without_affine_norm() -> None:
+    block = ResidualConvBlock(2, 8, 8, norm="instance")  # MONAI's instance norm: not affine
+    with pytest.raises(ValueError, match="zero_init_last needs an affine norm"):
+        block.zero_init_last()
+
+
+def test_backbone_zero_init_last_reaches_every_residual_block() -> None:
+    config = BackboneConfig(
+        spatial_dims=2,
+        in_channels=1,
+        stem_channels=8,
+        stages=(StageConfig(1, 16, "C", num_heads=4), StageConfig(1, 16, "H", num_heads=4)),
+        zero_init_last=True,
+    )
+    from shared import HybridBackbone
+
+    model = HybridBackbone(2, 1, config)
+    conv_block, hybrid = model.stages[0][0], model.stages[1][0]
+    assert torch.equal(conv_block.body[-1].weight, torch.zeros(16))
+    assert torch.equal(hybrid.conv[-1].weight, torch.zeros(16))
+    # The stem and the other norms keep weight 1; without the flag nothing is zeroed.
+    assert torch.equal(model.stem[1].weight, torch.ones(4))
+    plain = HybridBackbone(2, 1, config.replace(zero_init_last=False))
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in _norms(plain))
+
+
+def test_block_options_keep_the_gate_formula_computed_by_hand() -> None:
+    """Gate bias, no ReLU after the sum and the core-v1 conv shortcut change only what they
+    name: w = sigmoid(bias), out = w * conv + (1 - w) * aligned + s * shortcut(x)."""
+    torch.manual_seed(5)
+    x = torch.randn(2, 8, 6, 6)
+    # gate_bias_init: the gate starts at sigmoid(bias) where its weight is zero.
+    block = HybridBlock(2, 8, 8, num_heads=2, residual_strength=0.3, gate_bias_init=2.0).eval()
+    assert torch.equal(block.fusion.gate.bias, torch.full((8,), 2.0))
+    with torch.no_grad():
+        block.fusion.gate.weight.zero_()
+        block(x)
+    torch.testing.assert_close(block.last_gate, torch.full_like(block.last_gate, 0.8807970779))
+    # post_activation=False: the same sum without the ReLU (negative values survive).
+    plain = HybridBlock(2, 8, 8, num_heads=2, residual_strength=0.3, post_activation=False)
+    plain.load_state_dict(block.state_dict())
+    plain.eval()
+    w = torch.sigmoid(torch.tensor(2.0))
+    with torch.no_grad():
+        conv = block.conv(x)
+        aligned = block.fusion.align(block.attention(block.reduce(conv)))
+        expected = w * conv + (1 - w) * aligned + 0.3 * x
+        torch.testing.assert_close(plain(x), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(block(x), torch.relu(expected), atol=1e-6, rtol=0)
+        assert (plain(x) < 0).any()
+    # Core v1: the conv path is a residual block, conv = ReLU(body(x) + shortcut(x)), and its
+    # shortcut (shared, computed once) is added again with strength s; no ReLU after the sum.
+    residual = ResidualConvBlock(2, 8, 16, stride=2)
+    v1 = HybridBlock(2, 8, 16, stride=2, num_heads=2, residual_strength=0.4,
+                     gate_bias_init=-1.0, conv_path=residual, shortcut=residual.shortcut,
+                     post_activation=False)  # fmt: skip
+    v1.eval()
+    with torch.no_grad():
+        v1.fusion.gate.weight.zero_()
+        shortcut = residual.shortcut(x)
+        conv = torch.relu(residual.body(x) + shortcut)
+        aligned = v1.fusion.align(v1.attention(v1.reduce(conv)))
+        w = torch.sigmoid(torch.tensor(-1.0))
+        expected = w * conv + (1 - w) * aligned + 0.4 * shortcut
+        torch.testing.assert_close(v1(x), expected, atol=1e-6, rtol=0)

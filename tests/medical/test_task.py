@@ -36,10 +36,14 @@ def test_phantom_has_organs_texture_and_anisotropic_spacing(tmp_path: Path) -> N
     assert manifest["numTraining"] == 2 and manifest["labels"]["2"] == "organ2"
 
 
-def test_mni_demo_slabs_share_no_voxels(tmp_path: Path) -> None:
-    root = write_mni_demo(tmp_path / "mni")
+@pytest.mark.parametrize(
+    ("held_out", "validation"), [("top", ["mni_slab2"]), ("ends", ["mni_slab0", "mni_slab3"])]
+)
+def test_mni_demo_slabs_share_no_voxels(tmp_path: Path, held_out: str, validation: list) -> None:
+    root = write_mni_demo(tmp_path / "mni", held_out=held_out)
     manifest = json.loads((root / "dataset.json").read_text())
-    assert manifest["validation_cases"] == ["mni_slab2"]
+    assert manifest["validation_cases"] == validation
+    assert manifest["numTraining"] == 2 + len(validation)
     ranges = []
     for entry in manifest["training"]:
         label_file = nib.load(str(root / entry["label"]))
@@ -50,6 +54,10 @@ def test_mni_demo_slabs_share_no_voxels(tmp_path: Path) -> None:
     ranges.sort()
     for (_, top), (bottom, _) in zip(ranges, ranges[1:], strict=False):
         assert bottom > top, "slabs must not overlap"
+    if held_out == "ends":  # the held-out slabs are the lowest and the highest
+        ends = (manifest["training"][0], manifest["training"][-1])
+        z = [nib.load(str(root / e["label"])).affine[2, 3] for e in ends]
+        assert z == [ranges[0][0], ranges[-1][0]]
 
 
 @pytest.fixture(scope="module")
