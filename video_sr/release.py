@@ -13,7 +13,11 @@
    SSIM-Y, BasicSR convention, crop_border 4); all printed and written to
    ``OUT/release.json``, the source of the model card's numbers.
 
-``--score-only`` skips steps 2-3 and scores the weights already at ``--weights``.
+5. the model card: ``video_sr/model_card.md.in`` filled from ``release.json`` and written beside
+   the weights (``MODEL_CARD.md``), so the card's numbers are the run's.
+
+``--score-only`` skips steps 2-3 and scores the weights already at ``--weights`` (the training
+facts of an earlier ``release.json`` in ``--out`` are kept for the card).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 import torch
 
-from shared.engine import InputError, atomic_write_json
+from shared.engine import InputError, atomic_write, atomic_write_json
 from shared.layers import count_parameters
 
 from .cli import main as hv_vsr
@@ -40,9 +44,18 @@ from .io import FrameFolderWriter, list_frames, open_source
 from .pretrained import WEIGHTS_DIR, minimal_checkpoint
 from .transforms import bicubic_upscale
 
-__all__ = ["DEFAULT_CONFIG", "final_train_loss", "main", "run_release", "score_held_out"]
+__all__ = [
+    "CARD_TEMPLATE",
+    "DEFAULT_CONFIG",
+    "final_train_loss",
+    "main",
+    "model_card",
+    "run_release",
+    "score_held_out",
+]
 
 DEFAULT_CONFIG = Path("configs/video_sr/x4_bi_release.yaml")
+CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md.in"
 
 
 def _dataset(out: Path) -> Path:
@@ -105,6 +118,9 @@ def run_release(out: Path, config: Path, weights: Path, score_only: bool) -> dic
     started = time.perf_counter()
     dataset = _dataset(out)
     record: dict[str, Any] = {"config": str(config), "weights": str(weights)}
+    earlier = out / "release.json"
+    if score_only and earlier.is_file():
+        record["training"] = json.loads(earlier.read_text()).get("training")
     if not score_only:
         run = out / "runs" / "x4_bi"
         code = hv_vsr(["train", "--config", str(config), "--data.root", str(dataset),
@@ -131,23 +147,79 @@ def run_release(out: Path, config: Path, weights: Path, score_only: bool) -> dic
     record["plan"] = {"preset": plan.preset, "variant": plan.variant, "scale": plan.scale,
                       "num_frames": plan.num_frames, "degradation": plan.degradation}  # fmt: skip
     record["held_out"] = [score_held_out(weights, dataset, out)]
-    record["machine"] = {"cpus": os.cpu_count(), "load_average_1_5_15": os.getloadavg(),
-                         "python": platform.python_version(), "torch": torch.__version__}
+    record["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_average_1_5_15": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     record["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(out / "release.json", record)
+    atomic_write(
+        weights.parent / "MODEL_CARD.md",
+        lambda tmp: Path(tmp).write_text(model_card(record, CARD_TEMPLATE.read_text())),
+    )
     return record
+
+
+def model_card(record: dict[str, Any], template: str) -> str:
+    """The model card: ``template``'s ``{{FIELD}}`` placeholders filled from a release record."""
+    training = record.get("training") or {}
+    steps, seconds = training.get("steps"), training.get("seconds")
+    loss = training.get("final_train_loss")
+    machine = record["machine"]
+    load = " / ".join(f"{x:.1f}" for x in machine["load_average_1_5_15"])
+    rows, gains = [], []
+    for held in record["held_out"]:
+        for name, scores in (("ours (shipped weights)", held["ours"]),
+                             ("MATLAB bicubic", held["bicubic"])):  # fmt: skip
+            rows.append(f"| {held['clip']} ({held['frames']}) | {name} | {scores['psnr_y']:.2f} "
+                        f"| {scores['psnr_rgb']:.2f} | {scores['ssim_y']:.4f} |")  # fmt: skip
+        gains.append(f"{held['clip']}: {held['gain_psnr_y']:+.2f} dB PSNR-Y and "
+                     f"{held['gain_psnr_rgb']:+.2f} dB PSNR-RGB over MATLAB bicubic")  # fmt: skip
+    goal = all(h["gain_psnr_y"] >= 2.0 for h in record["held_out"])
+    gain_line = ("Gain: " + "; ".join(gains) + (". The +2 dB goal is met." if goal else
+                 ". The goal was +2 dB PSNR-Y; this release falls short of it."))  # fmt: skip
+    fields = {
+        "PARAMS": f"{record['params']:,}",
+        "SIZE": f"{record['weights_bytes'] / 2**20:.2f}",
+        "WALL": f"{record['wall_seconds'] / 60:.0f} min",
+        "STEPS": "n/a" if steps is None else str(steps),
+        "TRAIN_MIN": "n/a" if seconds is None else f"{seconds / 60:.0f}",
+        "SPS": "n/a" if not (steps and seconds) else f"{seconds / steps:.2f}",
+        "MACHINE": f"a {machine['cpus']}-core CPU machine, torch {machine['torch']} (load average "
+        f"{load} over the last 1 / 5 / 15 minutes when the release ended: other jobs "
+        "shared the cores)",  # fmt: skip
+        "LOSS": "n/a" if loss is None else f"{loss:.3g}",
+        "TABLE": "\n".join(rows),
+        "GAIN_LINE": gain_line,
+    }
+    for key, value in fields.items():
+        template = template.replace("{{" + key + "}}", value)
+    if "{{" in template:
+        left = template[template.index("{{") :][:30]
+        raise ValueError(f"model card template: unfilled placeholder at {left!r}")
+    return template
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m video_sr.release", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m video_sr.release",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/release/video_sr"))
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR / "x4_bi.ckpt",
-                        help="where the minimal checkpoint goes (default: the shipped file)")
-    parser.add_argument("--score-only", action="store_true",
-                        help="score the weights at --weights without training")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=WEIGHTS_DIR / "x4_bi.ckpt",
+        help="where the minimal checkpoint goes (default: the shipped file)",
+    )
+    parser.add_argument(
+        "--score-only", action="store_true", help="score the weights at --weights without training"
+    )
     args = parser.parse_args(argv)
     try:
         record = run_release(args.out, args.config, args.weights, args.score_only)
@@ -166,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
               f"PSNR-RGB {ours['psnr_rgb']:.2f} vs {base['psnr_rgb']:.2f} "
               f"({held['gain_psnr_rgb']:+.2f} dB); SSIM-Y {ours['ssim_y']:.4f} vs "
               f"{base['ssim_y']:.4f}")  # fmt: skip
-    print(f"weights: {args.weights} ({record['weights_bytes'] / 2**20:.2f} MiB, "
-          f"{record['params']} parameters); record: {args.out / 'release.json'}")
+    print(
+        f"weights: {args.weights} ({record['weights_bytes'] / 2**20:.2f} MiB, "
+        f"{record['params']} parameters); record: {args.out / 'release.json'}"
+    )
     return 0
 
 

@@ -259,8 +259,8 @@ def test_task_trains_channels_last_with_the_same_values(dims: int) -> None:
     conv = task.model.decoder[-1].block.conv1.conv.weight
     assert conv.is_contiguous(memory_format=layout) and not conv.is_contiguous()
     x = torch.randn(2, 1, *([32] * dims))
+    # (Activation layouts are oneDNN's choice and differ with the thread count: not checked.)
     expected, actual = reference(x.double()), task(x)
-    assert actual.is_contiguous(memory_format=layout)
     torch.testing.assert_close(actual.double(), expected, atol=1e-4, rtol=1e-4)
     expected.square().mean().backward()
     actual.square().mean().backward()

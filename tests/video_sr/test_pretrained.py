@@ -21,6 +21,7 @@ from video_sr.io import open_source
 from video_sr.metrics import psnr
 from video_sr.plan import VIDEO_SR
 from video_sr.pretrained import minimal_checkpoint, shipped_checkpoint
+from video_sr.release import CARD_TEMPLATE, model_card
 from video_sr.transforms import bi_downsample, bicubic_upscale
 
 MAX_BYTES = 10 * 2**20
@@ -123,3 +124,33 @@ def test_shipped_model_beats_bicubic_on_held_out_real_frames() -> None:
             base = psnr(bicubic_upscale(lq[centre], 4), gt[centre], 4, y_channel=True)
             gains.append(ours - base)
     assert float(np.mean(gains)) > GAIN_MARGIN_DB
+
+
+def _release_record(gain: float) -> dict:
+    scores = {"psnr_y": 28.0, "psnr_rgb": 26.5, "ssim_y": 0.8}
+    base = {"psnr_y": 28.0 - gain, "psnr_rgb": 26.0, "ssim_y": 0.7}
+    return {
+        "params": 72_001, "weights_bytes": 2**20, "wall_seconds": 3600.0,
+        "training": {"steps": 2400, "seconds": 2400.0, "final_train_loss": 6e-4},
+        "machine": {"cpus": 2, "torch": "2.14.1", "load_average_1_5_15": [1.0, 1.5, 2.0]},
+        "held_out": [{"clip": "carphone_pristine", "frames": 120, "ours": scores,
+                      "bicubic": base, "gain_psnr_y": gain, "gain_psnr_rgb": 0.5}],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("gain", "verdict"), [(2.1, "goal is met"), (1.9, "falls short")])
+def test_model_card_is_filled_from_the_release_record(gain: float, verdict: str) -> None:
+    card = model_card(_release_record(gain), CARD_TEMPLATE.read_text())
+    assert "{{" not in card and verdict in card
+    assert "72,001 parameters" in card and "1.00 s/step" in card and "(2400 steps" in card
+    assert (
+        f"| carphone_pristine (120) | MATLAB bicubic | {28.0 - gain:.2f} | 26.00 | 0.7000 |" in card
+    )
+
+
+def test_shipped_model_card_describes_the_shipped_file() -> None:
+    card = (shipped_checkpoint().parent / "MODEL_CARD.md").read_text()
+    network, _ = load_for_inference(shipped_checkpoint(), VIDEO_SR)
+    assert "{{" not in card
+    assert f"{sum(p.numel() for p in network.parameters()):,} parameters" in card
+    assert f"{shipped_checkpoint().stat().st_size / 2**20:.2f} MiB" in card
