@@ -26,13 +26,13 @@ from video_sr.transforms import bi_downsample, bicubic_upscale
 
 MAX_BYTES = 10 * 2**20
 
-GAIN_MARGIN_DB = 1.0
+GAIN_MARGIN_DB = 1.5
 """Lower bound on the shipped model's PSNR-Y gain over MATLAB bicubic on the CI crop. The model
 card measures the gain on all 120 carphone frames (whole frames); the crop here is the frame's
-centre (the face, where SR gains most and bicubic blurs most) over 5 frames, measured at
-+GAIN_ON_CROP dB (see test below): the margin leaves room for BLAS and thread differences
-(a few hundredths of a dB) while failing for an untrained or broken network, which scores
-+0.15 dB (its torch-bicubic skip) or below."""
+centre (the face) over 5 frames, measured at +1.91 dB with the shipped weights (the whole
+clip: +2.12 dB, MODEL_CARD.md). The margin leaves room for BLAS and thread differences (a few
+hundredths of a dB) and fails an untrained or broken network, which scores +0.15 dB (its
+torch-bicubic skip) or below, or weights that lost most of what they learned."""
 
 
 def test_shipped_file_is_minimal_and_under_10_mb() -> None:
